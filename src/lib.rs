@@ -1,0 +1,10 @@
+//! samserve: promptable image segmentation in the Segment Anything style.
+//!
+//! The data path is one straight line:
+//! bytes -> [`image_input`] -> [`model::preprocess`] -> encoder -> [`model::Embedding`]
+//! prompt -> [`model::prompt`] -> decoder -> low-res logits -> [`mask`] -> encodings ([`segment`]).
+
+pub mod image_input;
+pub mod mask;
+pub mod model;
+pub mod segment;

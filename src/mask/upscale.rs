@@ -1,0 +1,112 @@
+//! SamPredictor.postprocess_masks in Rust: low-res logits -> bilinear to S x S -> crop to the resized image ->
+//! bilinear to the original size. Both resizes are `F.interpolate(mode="bilinear", align_corners=False)`, done
+//! separably; the first one only computes the part the crop keeps.
+
+use ndarray::{Array2, ArrayView2};
+use rayon::prelude::*;
+
+use crate::model::ImageSize;
+
+/// One output sample of a 1-D linear interpolation: the two source indices and the weight of the second.
+#[derive(Debug, Clone, Copy)]
+struct Tap {
+    lower: usize,
+    upper: usize,
+    weight: f32,
+}
+
+/// PyTorch's source index for align_corners=False: `max((dst + 0.5) * in / out - 0.5, 0)`, for the first `keep`
+/// of `output_len` outputs.
+fn taps(input_len: usize, output_len: usize, keep: usize) -> Vec<Tap> {
+    let scale = input_len as f32 / output_len as f32;
+    (0..keep)
+        .map(|dst| {
+            let source = ((dst as f32 + 0.5) * scale - 0.5).max(0.0);
+            let lower = (source as usize).min(input_len - 1);
+            let upper = (lower + 1).min(input_len - 1);
+            Tap {
+                lower,
+                upper,
+                weight: source - lower as f32,
+            }
+        })
+        .collect()
+}
+
+/// Bilinear resize of `input` onto an `output_size` grid, computing only the top-left `keep` part of it.
+fn resize(input: ArrayView2<f32>, output_size: ImageSize, keep: ImageSize) -> Array2<f32> {
+    let (input_height, input_width) = input.dim();
+    let columns = taps(input_width, output_size.width, keep.width);
+    let rows = taps(input_height, output_size.height, keep.height);
+    // Horizontal pass over every input row, then the vertical pass per output row.
+    let mut horizontal = Array2::<f32>::zeros((input_height, keep.width));
+    for (source, mut target) in input.outer_iter().zip(horizontal.outer_iter_mut()) {
+        for (out, tap) in target.iter_mut().zip(&columns) {
+            *out = source[tap.lower] * (1.0 - tap.weight) + source[tap.upper] * tap.weight;
+        }
+    }
+    let mut output = Array2::<f32>::zeros((keep.height, keep.width));
+    let horizontal = horizontal.as_slice().expect("standard layout");
+    output
+        .as_slice_mut()
+        .expect("standard layout")
+        .par_chunks_mut(keep.width)
+        .zip(&rows)
+        .for_each(|(out_row, tap)| {
+            let lower = &horizontal[tap.lower * keep.width..][..keep.width];
+            let upper = &horizontal[tap.upper * keep.width..][..keep.width];
+            for ((out, &a), &b) in out_row.iter_mut().zip(lower).zip(upper) {
+                *out = a * (1.0 - tap.weight) + b * tap.weight;
+            }
+        });
+    output
+}
+
+/// Low-res logits of one mask to logits at the original image size (SamPredictor.postprocess_masks).
+pub fn upscale_logits(
+    low_res: ArrayView2<f32>,
+    input_size: usize,
+    resized: ImageSize,
+    original: ImageSize,
+) -> Array2<f32> {
+    let square = ImageSize::new(input_size, input_size);
+    let cropped = resize(low_res, square, resized);
+    resize(cropped.view(), original, original)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn matches_torch_bilinear_align_corners_false() {
+        // torch.nn.functional.interpolate(x[None, None], size=(3, 5), mode="bilinear", align_corners=False)
+        let input = array![[0.0f32, 1.0], [2.0, 4.0]];
+        let output = resize(input.view(), ImageSize::new(3, 5), ImageSize::new(3, 5));
+        let expected = array![
+            [0.0f32, 0.1, 0.5, 0.9, 1.0],
+            [1.0, 1.15, 1.75, 2.35, 2.5],
+            [2.0, 2.2, 3.0, 3.8, 4.0]
+        ];
+        for (a, b) in output.iter().zip(&expected) {
+            assert!((a - b).abs() < 1e-5, "{output:?}");
+        }
+    }
+
+    #[test]
+    fn keeping_a_corner_computes_the_same_values_as_the_full_resize() {
+        let input = Array2::from_shape_fn((4, 4), |(y, x)| (y * 4 + x) as f32 * 0.37 - 2.0);
+        let full = resize(input.view(), ImageSize::new(16, 16), ImageSize::new(16, 16));
+        let corner = resize(input.view(), ImageSize::new(16, 16), ImageSize::new(11, 7));
+        assert_eq!(corner, full.slice(ndarray::s![..11, ..7]));
+    }
+
+    #[test]
+    fn downscaling_takes_the_two_nearest_inputs() {
+        // 4 -> 2 with align_corners=False samples at 0.5 and 2.5: the means of pairs.
+        let input = array![[0.0f32, 2.0, 4.0, 8.0]];
+        let output = resize(input.view(), ImageSize::new(1, 2), ImageSize::new(1, 2));
+        assert_eq!(output, array![[1.0f32, 6.0]]);
+    }
+}

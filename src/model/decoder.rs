@@ -1,0 +1,179 @@
+//! The prompt decoder: prompts -> the official SamOnnxModel input tensors -> predicted IoU and low-res logits.
+//!
+//! Works with the official export (`orig_im_size` input, `masks` output, one prompt per run) and with lean exports
+//! (no in-graph upsampling, a dynamic prompt axis so that many prompts share one run). The full-resolution masks are
+//! never taken from the graph: they are upsampled in Rust from `low_res_masks` (see `crate::mask::upscale`), only for
+//! the masks that are returned.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use ndarray::{Array1, Array2, Array3, Array4, Axis, s};
+use ort::session::{OutputSelector, RunOptions, Session};
+use ort::value::TensorRef;
+
+use super::prompt::Prompt;
+use super::{Embedding, ImageSize, Manifest, ModelError, static_dims};
+
+const IOU_PREDICTIONS: &str = "iou_predictions";
+const LOW_RES_MASKS: &str = "low_res_masks";
+const ORIG_IM_SIZE: &str = "orig_im_size";
+const REQUIRED_INPUTS: [&str; 5] = [
+    "image_embeddings",
+    "point_coords",
+    "point_labels",
+    "mask_input",
+    "has_mask_input",
+];
+
+/// The decoder's answer for one prompt: every mask token it produced (4 for the official export: token 0 is the
+/// single-mask output, 1..=3 the multimask candidates; 1 for a `return_single_mask` export).
+#[derive(Debug, Clone)]
+pub struct DecodedPrompt {
+    /// Predicted IoU per token.
+    pub scores: Vec<f32>,
+    /// [tokens, h, w] low-res logits.
+    pub low_res: Array3<f32>,
+}
+
+pub struct Decoder {
+    session: Mutex<Session>,
+    has_orig_im_size: bool,
+    batches_prompts: bool,
+    low_res_size: ImageSize,
+}
+
+impl Decoder {
+    pub(super) fn new(session: Session, manifest: &Manifest, embedding_shape: [usize; 3]) -> Result<Self, ModelError> {
+        let file = &manifest.decoder;
+        let contract = |message: String| ModelError::Contract {
+            file: file.display().to_string(),
+            message,
+        };
+        for name in REQUIRED_INPUTS {
+            static_dims(session.inputs(), name, file)?;
+        }
+        for name in [IOU_PREDICTIONS, LOW_RES_MASKS] {
+            static_dims(session.outputs(), name, file)?;
+        }
+        match static_dims(session.inputs(), "image_embeddings", file)?.as_slice() {
+            [_, c, h, w]
+                if [*c, *h, *w]
+                    .iter()
+                    .zip(embedding_shape)
+                    .all(|(d, e)| d.is_none_or(|d| d == e)) => {}
+            other => {
+                return Err(contract(format!(
+                    "image_embeddings is {other:?}, the encoder gives {embedding_shape:?}"
+                )));
+            }
+        }
+        let low_res_size = match static_dims(session.inputs(), "mask_input", file)?.as_slice() {
+            [_, _, Some(h), Some(w)] => ImageSize::new(*h, *w),
+            // SAM's mask decoder upscales the embedding grid 4x.
+            [_, _, None, None] => ImageSize::new(4 * embedding_shape[1], 4 * embedding_shape[2]),
+            other => return Err(contract(format!("mask_input must be [B, 1, h, w], not {other:?}"))),
+        };
+        let batches_prompts = static_dims(session.inputs(), "point_coords", file)?.first() == Some(&None);
+        let has_orig_im_size = session.inputs().iter().any(|i| i.name() == ORIG_IM_SIZE);
+        Ok(Self {
+            session: Mutex::new(session),
+            has_orig_im_size,
+            batches_prompts,
+            low_res_size,
+        })
+    }
+
+    /// The size of the low-res logits (`mask_input` and `low_res_masks`).
+    pub fn low_res_size(&self) -> ImageSize {
+        self.low_res_size
+    }
+
+    /// Decodes every prompt against one embedding, answers in prompt order. Prompts must be validated.
+    ///
+    /// With a batching decoder, prompts with the same number of point slots and mask_input presence share a run;
+    /// otherwise each prompt runs alone (the official export has a fixed batch of one).
+    pub fn decode(&self, embedding: &Embedding, prompts: &[Prompt]) -> Result<Vec<DecodedPrompt>, ModelError> {
+        let mut groups: BTreeMap<(usize, bool, usize), Vec<usize>> = BTreeMap::new();
+        for (index, prompt) in prompts.iter().enumerate() {
+            let solo = if self.batches_prompts { 0 } else { index };
+            groups
+                .entry((prompt.decoder_point_count(), prompt.mask_input.is_some(), solo))
+                .or_default()
+                .push(index);
+        }
+        let mut decoded: Vec<Option<DecodedPrompt>> = vec![None; prompts.len()];
+        for indices in groups.into_values() {
+            let batch: Vec<&Prompt> = indices.iter().map(|&i| &prompts[i]).collect();
+            for (index, answer) in indices.into_iter().zip(self.run(embedding, &batch)?) {
+                decoded[index] = Some(answer);
+            }
+        }
+        Ok(decoded
+            .into_iter()
+            .map(|d| d.expect("every prompt is in one group"))
+            .collect())
+    }
+
+    /// One decoder run for prompts that share their point count and mask_input presence.
+    fn run(&self, embedding: &Embedding, batch: &[&Prompt]) -> Result<Vec<DecodedPrompt>, ModelError> {
+        let slots = batch[0].decoder_point_count();
+        let mut coords = Array3::<f32>::zeros((batch.len(), slots, 2));
+        let mut labels = Array2::<f32>::zeros((batch.len(), slots));
+        let mut mask_input = Array4::<f32>::zeros((batch.len(), 1, self.low_res_size.height, self.low_res_size.width));
+        for (b, prompt) in batch.iter().enumerate() {
+            prompt.write_decoder_points(
+                embedding.original,
+                embedding.resized,
+                coords.index_axis_mut(Axis(0), b),
+                labels.index_axis_mut(Axis(0), b),
+            );
+            if let Some(mask) = &prompt.mask_input {
+                mask_input.slice_mut(s![b, 0, .., ..]).assign(mask);
+            }
+        }
+        let has_mask_input = Array1::from_elem(1, if batch[0].mask_input.is_some() { 1.0f32 } else { 0.0 });
+        let orig_im_size = Array1::from_vec(vec![embedding.original.height as f32, embedding.original.width as f32]);
+        let mut inputs = ort::inputs![
+            "image_embeddings" => TensorRef::from_array_view(&embedding.tensor)?,
+            "point_coords" => TensorRef::from_array_view(&coords)?,
+            "point_labels" => TensorRef::from_array_view(&labels)?,
+            "mask_input" => TensorRef::from_array_view(&mask_input)?,
+            "has_mask_input" => TensorRef::from_array_view(&has_mask_input)?,
+        ];
+        if self.has_orig_im_size {
+            inputs.push((ORIG_IM_SIZE.into(), TensorRef::from_array_view(&orig_im_size)?.into()));
+        }
+        // Only what we use: ONNX Runtime then skips the graph's own full-size upsampling of `masks`.
+        let options =
+            RunOptions::new()?.with_outputs(OutputSelector::no_default().with(IOU_PREDICTIONS).with(LOW_RES_MASKS));
+        let mut session = self.session.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let outputs = session.run_with_options(inputs, &options)?;
+        let contract = |message: String| ModelError::Contract {
+            file: "decoder".into(),
+            message,
+        };
+        let scores = outputs[IOU_PREDICTIONS]
+            .try_extract_array::<f32>()?
+            .into_dimensionality::<ndarray::Ix2>()
+            .map_err(|e| contract(format!("{IOU_PREDICTIONS}: {e}")))?;
+        let low_res = outputs[LOW_RES_MASKS]
+            .try_extract_array::<f32>()?
+            .into_dimensionality::<ndarray::Ix4>()
+            .map_err(|e| contract(format!("{LOW_RES_MASKS}: {e}")))?;
+        if scores.nrows() != batch.len() || low_res.shape()[0] != batch.len() || low_res.shape()[1] != scores.ncols() {
+            return Err(contract(format!(
+                "outputs {:?} and {:?} do not match {} prompts",
+                scores.shape(),
+                low_res.shape(),
+                batch.len()
+            )));
+        }
+        Ok((0..batch.len())
+            .map(|b| DecodedPrompt {
+                scores: scores.row(b).to_vec(),
+                low_res: low_res.index_axis(Axis(0), b).to_owned(),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,91 @@
+//! The official image preprocessing (segment_anything `ResizeLongestSide.apply_image` + `Sam.preprocess`):
+//! resize so the longest side is S with PIL-equivalent bilinear (antialiased) resampling, normalize per channel,
+//! zero-pad bottom/right to S x S, NCHW float32.
+
+use image::RgbImage;
+use ndarray::Array4;
+
+/// A height and width in pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ImageSize {
+    pub height: usize,
+    pub width: usize,
+}
+
+impl ImageSize {
+    pub fn new(height: usize, width: usize) -> Self {
+        Self { height, width }
+    }
+}
+
+/// ResizeLongestSide.get_preprocess_shape: scale so the longest side is `target`, each side rounded half up.
+pub fn resized_size(original: ImageSize, target: usize) -> ImageSize {
+    let scale = target as f64 / original.height.max(original.width) as f64;
+    let round = |side: usize| (side as f64 * scale + 0.5) as usize;
+    ImageSize::new(round(original.height), round(original.width))
+}
+
+/// Resizes with PIL's bilinear `Image.resize`, which torchvision's `resize` runs inside ResizeLongestSide.
+pub fn resize_bilinear(image: &RgbImage, size: ImageSize) -> RgbImage {
+    let (width, height) = (image.width() as usize, image.height() as usize);
+    let pixels = super::resample::resize_rgb8(image.as_raw(), width, height, size.width, size.height);
+    RgbImage::from_raw(size.width as u32, size.height as u32, pixels).expect("the resampler fills the new size")
+}
+
+/// `(x - mean) / std` per channel into a zeroed [1, 3, S, S] tensor; the unused bottom/right part stays zero.
+pub fn normalize_and_pad(resized: &RgbImage, input_size: usize, mean: [f32; 3], std: [f32; 3]) -> Array4<f32> {
+    let mut tensor = Array4::<f32>::zeros((1, 3, input_size, input_size));
+    let width = resized.width() as usize;
+    let inverse_std = std.map(|s| 1.0 / s);
+    for (channel, mut plane) in tensor
+        .outer_iter_mut()
+        .next()
+        .expect("batch of one")
+        .outer_iter_mut()
+        .enumerate()
+    {
+        for (y, source_row) in resized.as_raw().chunks_exact(width * 3).enumerate() {
+            let mut row = plane.row_mut(y);
+            let row = row.as_slice_mut().expect("standard layout");
+            for (x, pixel) in source_row.chunks_exact(3).enumerate() {
+                row[x] = (f32::from(pixel[channel]) - mean[channel]) * inverse_std[channel];
+            }
+        }
+    }
+    tensor
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resized_size_rounds_half_up_like_the_official_transform() {
+        // Values computed with segment_anything.utils.transforms.ResizeLongestSide.get_preprocess_shape.
+        assert_eq!(
+            resized_size(ImageSize::new(1500, 2250), 1024),
+            ImageSize::new(683, 1024)
+        );
+        assert_eq!(resized_size(ImageSize::new(427, 640), 1024), ImageSize::new(683, 1024));
+        assert_eq!(resized_size(ImageSize::new(520, 300), 256), ImageSize::new(256, 148));
+        assert_eq!(resized_size(ImageSize::new(23, 37), 256), ImageSize::new(159, 256));
+        assert_eq!(resized_size(ImageSize::new(1, 3), 1024), ImageSize::new(341, 1024));
+        assert_eq!(resized_size(ImageSize::new(2, 3), 1024), ImageSize::new(683, 1024));
+        assert_eq!(
+            resized_size(ImageSize::new(1024, 1024), 1024),
+            ImageSize::new(1024, 1024)
+        );
+    }
+
+    #[test]
+    fn normalize_and_pad_puts_channels_first_and_zeros_the_padding() {
+        let image = RgbImage::from_fn(3, 2, |x, y| image::Rgb([x as u8 * 10, y as u8 * 20, 100]));
+        let tensor = normalize_and_pad(&image, 4, [1.0, 2.0, 3.0], [2.0, 4.0, 0.5]);
+        assert_eq!(tensor.shape(), &[1, 3, 4, 4]);
+        assert_eq!(tensor[[0, 0, 1, 2]], (20.0 - 1.0) / 2.0);
+        assert_eq!(tensor[[0, 1, 1, 2]], (20.0 - 2.0) / 4.0);
+        assert_eq!(tensor[[0, 2, 0, 0]], (100.0 - 3.0) / 0.5);
+        assert_eq!(tensor[[0, 0, 3, 0]], 0.0);
+        assert_eq!(tensor[[0, 2, 0, 3]], 0.0);
+    }
+}

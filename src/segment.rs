@@ -1,0 +1,135 @@
+//! Prompts against an embedding -> the masks SamPredictor would return, with the API's encodings.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use ndarray::{Array2, Axis};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::mask::{self, rle::CocoRle};
+use crate::model::{Embedding, ModelError, Prompt, SamModel};
+
+/// The stability score offset of segment-anything (`stability_score_offset = 1.0`).
+pub const STABILITY_SCORE_OFFSET: f32 = 1.0;
+
+/// The encodings a caller can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputFormat {
+    /// COCO compressed RLE, as pycocotools writes it.
+    Rle,
+    /// Rings `[x1, y1, ...]`: outer boundaries clockwise on screen, holes counter-clockwise.
+    Polygons,
+    /// A base64 single-channel 8-bit PNG, 255 = mask.
+    Png,
+    /// The low-res logits (the decoder's own resolution), base64 of little-endian f32, row-major.
+    Logits,
+}
+
+#[derive(Debug, Clone)]
+pub struct SegmentOptions {
+    /// The 3 candidate masks (SamPredictor `multimask_output=True`) instead of the single-mask output.
+    pub multimask: bool,
+    pub outputs: Vec<OutputFormat>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LowResLogits {
+    pub size: [usize; 2],
+    pub data: String,
+}
+
+/// One returned mask, with the fields of the API's `masks` entries.
+#[derive(Debug, Clone, Serialize)]
+pub struct MaskResult {
+    /// Predicted IoU.
+    pub score: f32,
+    pub stability_score: f32,
+    pub area: u64,
+    /// `[x, y, w, h]`
+    pub bbox: [f64; 4],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rle: Option<CocoRle>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub polygons: Option<Vec<Vec<f64>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub png: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logits: Option<LowResLogits>,
+    /// This mask's low-res logits, to feed back as `mask_input`.
+    #[serde(skip)]
+    pub low_res: Arc<Array2<f32>>,
+}
+
+/// The answer to one prompt: masks sorted by score, best first.
+#[derive(Debug, Clone, Serialize)]
+pub struct PromptResult {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logits_id: Option<String>,
+    pub masks: Vec<MaskResult>,
+}
+
+/// Validates and decodes the prompts, then post-processes only the masks that are returned.
+pub fn segment(
+    model: &SamModel,
+    embedding: &Embedding,
+    prompts: &[Prompt],
+    options: &SegmentOptions,
+) -> Result<Vec<PromptResult>, ModelError> {
+    for (index, prompt) in prompts.iter().enumerate() {
+        prompt
+            .validate(embedding.original, model.decoder.low_res_size())
+            .map_err(|source| ModelError::Prompt { index, source })?;
+    }
+    let decoded = model.decoder.decode(embedding, prompts)?;
+    let input_size = model.encoder.input_size();
+    Ok(decoded
+        .into_par_iter()
+        .map(|prompt| {
+            let tokens = prompt.scores.len();
+            // Official slicing: multimask = tokens 1..=3, single = token 0; a single-mask export has only one.
+            let selected = if options.multimask && tokens > 1 {
+                1..tokens
+            } else {
+                0..1
+            };
+            let mut masks: Vec<MaskResult> = selected
+                .into_par_iter()
+                .map(|token| {
+                    let low_res = prompt.low_res.index_axis(Axis(0), token).to_owned();
+                    finish_mask(low_res, prompt.scores[token], input_size, embedding, &options.outputs)
+                })
+                .collect();
+            masks.sort_by(|a, b| b.score.total_cmp(&a.score));
+            PromptResult { logits_id: None, masks }
+        })
+        .collect())
+}
+
+fn finish_mask(
+    low_res: Array2<f32>,
+    score: f32,
+    input_size: usize,
+    embedding: &Embedding,
+    outputs: &[OutputFormat],
+) -> MaskResult {
+    let logits = mask::upscale::upscale_logits(low_res.view(), input_size, embedding.resized, embedding.original);
+    let binary = mask::threshold(&logits);
+    let wants = |format| outputs.contains(&format);
+    MaskResult {
+        score,
+        stability_score: mask::stability_score(&logits, STABILITY_SCORE_OFFSET),
+        area: binary.area(),
+        bbox: mask::bbox_xywh(&binary),
+        rle: wants(OutputFormat::Rle).then(|| mask::rle::encode(&binary)),
+        polygons: wants(OutputFormat::Polygons).then(|| mask::polygon::polygons(&binary)),
+        png: wants(OutputFormat::Png).then(|| BASE64.encode(mask::png_bytes(&binary))),
+        logits: wants(OutputFormat::Logits).then(|| LowResLogits {
+            size: [low_res.nrows(), low_res.ncols()],
+            data: BASE64.encode(low_res.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()),
+        }),
+        low_res: Arc::new(low_res),
+    }
+}

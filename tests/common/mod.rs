@@ -1,0 +1,26 @@
+//! Shared helpers for the integration tests: fixture paths and one ONNX Runtime per test binary.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use samserve::model::{Device, Runtime, SamModel};
+
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures")
+}
+
+pub fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| Runtime::load(None, Device::Cpu, Some(1)).unwrap_or_else(|e| panic!("{e}")))
+}
+
+pub fn load_model(name: &str) -> SamModel {
+    SamModel::load(&fixtures().join("models").join(name), runtime()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+pub fn read_json(name: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(fixtures().join(name)).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
