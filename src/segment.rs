@@ -81,7 +81,7 @@ pub fn segment(
     for (index, prompt) in prompts.iter().enumerate() {
         prompt
             .validate(embedding.original, model.decoder.low_res_size())
-            .map_err(|source| ModelError::Prompt { index, source })?;
+            .map_err(|error| ModelError::Prompt { index, error })?;
     }
     let decoded = model.decoder.decode(embedding, prompts)?;
     let input_size = model.encoder.input_size();

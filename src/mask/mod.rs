@@ -50,10 +50,17 @@ impl BinaryMask {
 /// SAM's mask threshold on logits (`Sam.mask_threshold`).
 pub const MASK_THRESHOLD: f32 = 0.0;
 
+fn standard_slice(logits: &ndarray::Array2<f32>) -> &[f32] {
+    logits.as_slice().expect("logits are built in standard layout")
+}
+
 /// `logits > 0.0`, as SamPredictor thresholds its upsampled logits.
 pub fn threshold(logits: &ndarray::Array2<f32>) -> BinaryMask {
     let (height, width) = logits.dim();
-    let data = logits.iter().map(|&v| (v > MASK_THRESHOLD) as u8).collect();
+    let data = standard_slice(logits)
+        .iter()
+        .map(|&v| (v > MASK_THRESHOLD) as u8)
+        .collect();
     BinaryMask { width, height, data }
 }
 
@@ -61,10 +68,17 @@ pub fn threshold(logits: &ndarray::Array2<f32>) -> BinaryMask {
 /// `threshold - offset`. Where both are empty the official code divides 0 by 0 (NaN, which fails every
 /// `> thresh` filter); 0.0 keeps that outcome and stays valid JSON.
 pub fn stability_score(logits: &ndarray::Array2<f32>, offset: f32) -> f32 {
+    let (high, low) = (MASK_THRESHOLD + offset, MASK_THRESHOLD - offset);
     let (mut intersections, mut unions) = (0u64, 0u64);
-    for &v in logits {
-        intersections += u64::from(v > MASK_THRESHOLD + offset);
-        unions += u64::from(v > MASK_THRESHOLD - offset);
+    // u32 counters per chunk vectorize well; chunks keep them from overflowing.
+    for chunk in standard_slice(logits).chunks(1 << 30) {
+        let (mut above_high, mut above_low) = (0u32, 0u32);
+        for &v in chunk {
+            above_high += u32::from(v > high);
+            above_low += u32::from(v > low);
+        }
+        intersections += u64::from(above_high);
+        unions += u64::from(above_low);
     }
     if unions == 0 {
         0.0

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use ndarray::{Array1, Array2, Array3, Array4, Axis, s};
-use ort::session::{OutputSelector, RunOptions, Session};
+use ort::session::Session;
 use ort::value::TensorRef;
 
 use super::prompt::Prompt;
@@ -133,7 +133,11 @@ impl Decoder {
             }
         }
         let has_mask_input = Array1::from_elem(1, if batch[0].mask_input.is_some() { 1.0f32 } else { 0.0 });
-        let orig_im_size = Array1::from_vec(vec![embedding.original.height as f32, embedding.original.width as f32]);
+        // `orig_im_size` only drives the graph's own upsampled `masks` output, which samserve never reads (it
+        // upsamples `low_res_masks` itself, see the module docs). ONNX Runtime computes every output whether it is
+        // fetched or not, so a 1x1 size keeps that unused branch cheap: on a 2304x1536 image a decoder run takes
+        // about 1.2 ms instead of 22 ms. `iou_predictions` and `low_res_masks` do not depend on it.
+        let orig_im_size = Array1::from_vec(vec![1.0f32, 1.0]);
         let mut inputs = ort::inputs![
             "image_embeddings" => TensorRef::from_array_view(&embedding.tensor)?,
             "point_coords" => TensorRef::from_array_view(&coords)?,
@@ -144,11 +148,8 @@ impl Decoder {
         if self.has_orig_im_size {
             inputs.push((ORIG_IM_SIZE.into(), TensorRef::from_array_view(&orig_im_size)?.into()));
         }
-        // Only what we use: ONNX Runtime then skips the graph's own full-size upsampling of `masks`.
-        let options =
-            RunOptions::new()?.with_outputs(OutputSelector::no_default().with(IOU_PREDICTIONS).with(LOW_RES_MASKS));
         let mut session = self.session.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let outputs = session.run_with_options(inputs, &options)?;
+        let outputs = session.run(inputs)?;
         let contract = |message: String| ModelError::Contract {
             file: "decoder".into(),
             message,

@@ -48,8 +48,8 @@ fn default_pixel_std() -> [f32; 3] {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot read {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("invalid {path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
@@ -58,9 +58,9 @@ impl Manifest {
     /// Reads `<folder>/model.toml`. The model's name defaults to the folder's name.
     pub fn load(folder: &Path) -> Result<Self, ManifestError> {
         let path = folder.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Read {
+        let text = std::fs::read_to_string(&path).map_err(|error| ManifestError::Read {
             path: path.clone(),
-            source,
+            error,
         })?;
         let invalid = |message: String| ManifestError::Invalid {
             path: path.clone(),

@@ -23,14 +23,14 @@ pub use runtime::{Device, Runtime, RuntimeError};
 pub enum ModelError {
     #[error(transparent)]
     Manifest(#[from] manifest::ManifestError),
-    #[error("{file}: {source}")]
-    Load { file: String, source: ort::Error },
+    #[error("{file}: {error}")]
+    Load { file: String, error: ort::Error },
     #[error("{file} does not follow the SAM ONNX contract: {message}")]
     Contract { file: String, message: String },
     #[error("inference failed: {0}")]
     Run(#[from] ort::Error),
-    #[error("prompt {index}: {source}")]
-    Prompt { index: usize, source: PromptError },
+    #[error("prompt {index}: {error}")]
+    Prompt { index: usize, error: PromptError },
 }
 
 /// A loaded SAM-family model: image encoder and prompt decoder.
@@ -63,9 +63,9 @@ impl SamModel {
 }
 
 fn open_session(runtime: &Runtime, file: &Path) -> Result<Session, ModelError> {
-    runtime.session(file).map_err(|source| ModelError::Load {
+    runtime.session(file).map_err(|error| ModelError::Load {
         file: file.display().to_string(),
-        source,
+        error,
     })
 }
 

@@ -1,0 +1,195 @@
+//! The `samserve` binary: `segment` end to end, and clear one-line errors when something is missing or wrong.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use samserve::mask::rle;
+
+fn samserve(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_samserve"))
+        .args(args)
+        .env_remove("ORT_DYLIB_PATH")
+        .output()
+        .unwrap()
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn out_file(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    dir.join(name)
+}
+
+/// The first parity case of `name` for `image`: (prompt JSON, official best mask).
+fn parity_case(image: &str, name: &str) -> (serde_json::Value, samserve::mask::BinaryMask) {
+    let fixtures = common::read_json("parity.json");
+    let case = fixtures["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["image"] == image && c["name"] == name)
+        .unwrap();
+    let best = case["masks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by(|a, b| a["score"].as_f64().unwrap().total_cmp(&b["score"].as_f64().unwrap()))
+        .unwrap();
+    let size = [
+        best["size"][0].as_u64().unwrap() as usize,
+        best["size"][1].as_u64().unwrap() as usize,
+    ];
+    let coco = rle::CocoRle {
+        size,
+        counts: best["counts"].as_str().unwrap().to_string(),
+    };
+    (case["prompt"].clone(), rle::decode(&coco).unwrap())
+}
+
+#[test]
+fn segment_writes_the_official_mask_as_png() {
+    let (prompt, official) = parity_case("landscape.png", "box_point");
+    let point = &prompt["points"][0];
+    let bbox = prompt["box"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let out = out_file("cli-box-point.png");
+    let model = common::fixtures().join("models/tiny");
+    let image = common::fixtures().join("images/landscape.png");
+    let result = samserve(&[
+        "segment",
+        "--model",
+        path_str(&model),
+        path_str(&image),
+        "--point",
+        &format!("{},{},1", point[0], point[1]),
+        "--box",
+        &bbox,
+        "--out",
+        path_str(&out),
+    ]);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let png = image::open(&out).unwrap();
+    assert_eq!(png.color(), image::ColorType::L8);
+    let png = png.to_luma8();
+    let mask = samserve::mask::BinaryMask::from_fn(png.width() as usize, png.height() as usize, |x, y| {
+        png.get_pixel(x as u32, y as u32).0[0] == 255
+    });
+    assert!(mask.iou(&official) >= 0.99, "IoU {}", mask.iou(&official));
+}
+
+#[test]
+fn segment_json_has_the_api_result_shape() {
+    let (prompt, official) = parity_case("portrait.jpg", "point_multimask");
+    let point = &prompt["points"][0];
+    let out = out_file("cli-multimask.json");
+    let model = common::fixtures().join("models/tiny-lean");
+    let image = common::fixtures().join("images/portrait.jpg");
+    let result = samserve(&[
+        "segment",
+        "--model",
+        path_str(&model),
+        path_str(&image),
+        "--point",
+        &format!("{},{}", point[0], point[1]),
+        "--multimask",
+        "--json",
+        "--output",
+        "rle,polygons,png",
+        "--out",
+        path_str(&out),
+    ]);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let body: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(body["model"], "tiny-lean");
+    assert_eq!(
+        (body["width"].as_u64(), body["height"].as_u64()),
+        (Some(300), Some(520))
+    );
+    let masks = body["results"][0]["masks"].as_array().unwrap();
+    assert_eq!(masks.len(), 3);
+    let scores: Vec<f64> = masks.iter().map(|m| m["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "sorted by score: {scores:?}");
+    for key in ["stability_score", "area", "bbox", "rle", "polygons", "png"] {
+        assert!(masks[0].get(key).is_some(), "missing {key}");
+    }
+    let best: rle::CocoRle = serde_json::from_value(masks[0]["rle"].clone()).unwrap();
+    assert!(rle::decode(&best).unwrap().iou(&official) >= 0.99);
+}
+
+fn stderr_of(result: &Output) -> String {
+    assert!(!result.status.success());
+    String::from_utf8_lossy(&result.stderr).into_owned()
+}
+
+#[test]
+fn a_missing_onnx_runtime_library_is_one_line_that_says_what_to_do() {
+    let image = common::fixtures().join("images/tiny.png");
+    let model = common::fixtures().join("models/tiny");
+    let args = [
+        "segment",
+        "--model",
+        path_str(&model),
+        path_str(&image),
+        "--point",
+        "3,3",
+        "--out",
+        "/dev/null",
+    ];
+    let missing = stderr_of(&samserve(
+        &[&["--ort-lib", "/nonexistent/libonnxruntime.so"], &args[..]].concat(),
+    ));
+    assert_eq!(missing.trim().lines().count(), 1, "{missing}");
+    assert!(
+        missing.contains("ONNX Runtime library not found") && missing.contains("ORT_DYLIB_PATH"),
+        "{missing}"
+    );
+
+    let not_a_library = out_file("not-a-library.so");
+    std::fs::write(&not_a_library, b"this is not a shared library").unwrap();
+    let unusable = stderr_of(&samserve(
+        &[&["--ort-lib", path_str(&not_a_library)], &args[..]].concat(),
+    ));
+    assert_eq!(unusable.trim().lines().count(), 1, "{unusable}");
+    assert!(
+        unusable.contains("cannot use ONNX Runtime") && unusable.contains("1.31 or newer"),
+        "{unusable}"
+    );
+}
+
+#[test]
+fn bad_prompts_images_and_models_fail_cleanly() {
+    let image = common::fixtures().join("images/tiny.png");
+    let model = common::fixtures().join("models/tiny");
+    let run = |model: &Path, image: &Path, point: &str| {
+        samserve(&[
+            "segment",
+            "--model",
+            path_str(model),
+            path_str(image),
+            "--point",
+            point,
+            "--out",
+            "/dev/null",
+        ])
+    };
+    let outside = stderr_of(&run(&model, &image, "500,3"));
+    assert!(outside.contains("outside the 37x23 image"), "{outside}");
+    let bad_label = stderr_of(&run(&model, &image, "3,3,5"));
+    assert!(bad_label.contains("label"), "{bad_label}");
+    let not_image = stderr_of(&run(&model, &model.join("model.toml"), "3,3"));
+    assert!(not_image.contains("unsupported image format"), "{not_image}");
+    let no_model = stderr_of(&run(&common::fixtures(), &image, "3,3"));
+    assert!(no_model.contains("model.toml"), "{no_model}");
+    for stderr in [outside, bad_label, not_image, no_model] {
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}

@@ -1,0 +1,97 @@
+//! Model folders: model.toml parsing, shapes read from the ONNX files, and contract violations as clear errors.
+
+mod common;
+
+use std::path::PathBuf;
+
+use samserve::model::manifest::{Manifest, ManifestError};
+use samserve::model::{ModelError, SamModel};
+
+/// A fresh folder with `model.toml` = `toml`, next to the fixture model files.
+fn folder_with(name: &str, toml: &str) -> PathBuf {
+    let folder = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("model-folders")
+        .join(name);
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("model.toml"), toml).unwrap();
+    folder
+}
+
+fn tiny(file: &str) -> String {
+    common::fixtures().join("models/tiny").join(file).display().to_string()
+}
+
+#[test]
+fn shapes_come_from_the_onnx_files() {
+    let model = common::load_model("tiny");
+    assert_eq!(model.name(), "tiny");
+    assert_eq!(model.encoder.input_size(), 256);
+    assert_eq!(model.encoder.embedding_shape(), [64, 16, 16]);
+    assert_eq!(model.decoder.low_res_size(), samserve::model::ImageSize::new(64, 64));
+}
+
+#[test]
+fn name_defaults_to_the_folder_and_statistics_to_sam_s() {
+    let toml = format!(
+        "encoder = {:?}\ndecoder = {:?}\n",
+        tiny("encoder.onnx"),
+        tiny("decoder.onnx")
+    );
+    let folder = folder_with("unnamed-model", &toml);
+    let manifest = Manifest::load(&folder).unwrap();
+    assert_eq!(manifest.name, "unnamed-model");
+    assert_eq!(manifest.pixel_mean, [123.675, 116.28, 103.53]);
+    assert_eq!(manifest.image_size, None);
+    SamModel::load(&folder, common::runtime()).unwrap();
+}
+
+#[test]
+fn bad_manifests_are_rejected_with_the_reason() {
+    let invalid = |name: &str, toml: &str| match Manifest::load(&folder_with(name, toml)) {
+        Err(ManifestError::Invalid { message, .. }) => message,
+        other => panic!("{name}: {other:?}"),
+    };
+    assert!(invalid("typo", "encoder = \"e.onnx\"\ndecoder = \"d.onnx\"\nimage_sise = 3\n").contains("image_sise"));
+    assert!(invalid("family", "family = \"sam2\"\nencoder = \"e\"\ndecoder = \"d\"\n").contains("sam2"));
+    assert!(invalid("no-decoder", "encoder = \"e.onnx\"\n").contains("decoder"));
+    assert!(
+        invalid(
+            "zero-std",
+            "encoder = \"e\"\ndecoder = \"d\"\npixel_std = [1.0, 0.0, 1.0]\n"
+        )
+        .contains("pixel_std")
+    );
+}
+
+#[test]
+fn files_that_break_the_contract_are_named() {
+    let runtime = common::runtime();
+    let missing = folder_with(
+        "missing-file",
+        &format!("encoder = {:?}\ndecoder = \"nope.onnx\"\n", tiny("encoder.onnx")),
+    );
+    assert!(matches!(
+        SamModel::load(&missing, runtime),
+        Err(ModelError::Load { .. })
+    ));
+
+    let swapped = format!(
+        "encoder = {:?}\ndecoder = {:?}\n",
+        tiny("decoder.onnx"),
+        tiny("encoder.onnx")
+    );
+    let error = SamModel::load(&folder_with("swapped", &swapped), runtime)
+        .err()
+        .unwrap();
+    assert!(matches!(error, ModelError::Contract { .. }), "{error}");
+
+    let wrong_size = format!(
+        "encoder = {:?}\ndecoder = {:?}\nimage_size = 1024\n",
+        tiny("encoder.onnx"),
+        tiny("decoder.onnx")
+    );
+    let error = SamModel::load(&folder_with("wrong-size", &wrong_size), runtime)
+        .err()
+        .unwrap();
+    assert!(error.to_string().contains("image_size"), "{error}");
+}
