@@ -50,6 +50,23 @@ fn parity_case(image: &str, name: &str) -> (serde_json::Value, samserve::mask::B
     (case["prompt"].clone(), rle::decode(&coco).unwrap())
 }
 
+/// `samserve segment` on a fixture model and image, writing `out`; panics with stderr on failure.
+fn segment_fixture(model: &str, image: &str, prompt_args: &[&str], out: &Path) {
+    let model = common::fixtures().join("models").join(model);
+    let image = common::fixtures().join("images").join(image);
+    let mut args = vec![
+        "segment",
+        "--model",
+        path_str(&model),
+        path_str(&image),
+        "--out",
+        path_str(out),
+    ];
+    args.extend_from_slice(prompt_args);
+    let result = samserve(&args);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+}
+
 #[test]
 fn segment_writes_the_official_mask_as_png() {
     let (prompt, official) = parity_case("landscape.png", "box_point");
@@ -62,21 +79,8 @@ fn segment_writes_the_official_mask_as_png() {
         .collect::<Vec<_>>()
         .join(",");
     let out = out_file("cli-box-point.png");
-    let model = common::fixtures().join("models/tiny");
-    let image = common::fixtures().join("images/landscape.png");
-    let result = samserve(&[
-        "segment",
-        "--model",
-        path_str(&model),
-        path_str(&image),
-        "--point",
-        &format!("{},{},1", point[0], point[1]),
-        "--box",
-        &bbox,
-        "--out",
-        path_str(&out),
-    ]);
-    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let point = format!("{},{},1", point[0], point[1]);
+    segment_fixture("tiny", "landscape.png", &["--point", &point, "--box", &bbox], &out);
     let png = image::open(&out).unwrap();
     assert_eq!(png.color(), image::ColorType::L8);
     let png = png.to_luma8();
@@ -91,23 +95,16 @@ fn segment_json_has_the_api_result_shape() {
     let (prompt, official) = parity_case("portrait.jpg", "point_multimask");
     let point = &prompt["points"][0];
     let out = out_file("cli-multimask.json");
-    let model = common::fixtures().join("models/tiny-lean");
-    let image = common::fixtures().join("images/portrait.jpg");
-    let result = samserve(&[
-        "segment",
-        "--model",
-        path_str(&model),
-        path_str(&image),
+    let point = format!("{},{}", point[0], point[1]);
+    let args = [
         "--point",
-        &format!("{},{}", point[0], point[1]),
+        &point,
         "--multimask",
         "--json",
         "--output",
         "rle,polygons,png",
-        "--out",
-        path_str(&out),
-    ]);
-    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    ];
+    segment_fixture("tiny-lean", "portrait.jpg", &args, &out);
     let body: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(body["model"], "tiny-lean");
     assert_eq!(
