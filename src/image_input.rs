@@ -16,10 +16,7 @@ pub struct ImageLimits {
 
 impl Default for ImageLimits {
     fn default() -> Self {
-        Self {
-            max_bytes: 50 * 1024 * 1024,
-            max_pixels: 50_000_000,
-        }
+        Self { max_bytes: 50 * 1024 * 1024, max_pixels: 50_000_000 }
     }
 }
 
@@ -37,14 +34,8 @@ pub enum ImageError {
     Undecodable(String),
 }
 
-const ACCEPTED_FORMATS: [ImageFormat; 6] = [
-    ImageFormat::Png,
-    ImageFormat::Jpeg,
-    ImageFormat::WebP,
-    ImageFormat::Bmp,
-    ImageFormat::Tiff,
-    ImageFormat::Gif,
-];
+const ACCEPTED_FORMATS: [ImageFormat; 6] =
+    [ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::WebP, ImageFormat::Bmp, ImageFormat::Tiff, ImageFormat::Gif];
 
 /// Decodes an uploaded image to upright RGB8.
 ///
@@ -56,10 +47,7 @@ pub fn decode_image(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, Imag
         return Err(ImageError::Empty);
     }
     if bytes.len() > limits.max_bytes {
-        return Err(ImageError::TooManyBytes {
-            bytes: bytes.len(),
-            limit: limits.max_bytes,
-        });
+        return Err(ImageError::TooManyBytes { bytes: bytes.len(), limit: limits.max_bytes });
     }
     let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
@@ -72,26 +60,16 @@ pub fn decode_image(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, Imag
         Some(format) if ACCEPTED_FORMATS.contains(&format) => {}
         _ => return Err(ImageError::UnsupportedFormat),
     }
-    let mut decoder = reader
-        .into_decoder()
-        .map_err(|e| ImageError::Undecodable(e.to_string()))?;
+    let mut decoder = reader.into_decoder().map_err(|e| ImageError::Undecodable(e.to_string()))?;
     // The header tells the size: refuse decompression bombs before a single pixel buffer exists.
     let (width, height) = decoder.dimensions();
     if width == 0 || height == 0 {
-        return Err(ImageError::Undecodable(format!(
-            "the image has no pixels ({width}x{height})"
-        )));
+        return Err(ImageError::Undecodable(format!("the image has no pixels ({width}x{height})")));
     }
     if u64::from(width) * u64::from(height) > limits.max_pixels {
-        return Err(ImageError::TooManyPixels {
-            width,
-            height,
-            limit: limits.max_pixels,
-        });
+        return Err(ImageError::TooManyPixels { width, height, limit: limits.max_pixels });
     }
-    let orientation = decoder
-        .orientation()
-        .map_err(|e| ImageError::Undecodable(e.to_string()))?;
+    let orientation = decoder.orientation().map_err(|e| ImageError::Undecodable(e.to_string()))?;
     let mut image = DynamicImage::from_decoder(decoder).map_err(|e| ImageError::Undecodable(e.to_string()))?;
     image.apply_orientation(orientation);
     Ok(match image {

@@ -9,14 +9,11 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use clap::{Args, Parser, Subcommand};
 use samserve::image_input::{ImageLimits, decode_image};
-use samserve::model::{Device, Point, PointLabel, Prompt, Runtime, SamModel};
+use samserve::model::{Device, Point, PointLabel, Prompt, Runtime, SamModel, SessionCounts};
 use samserve::segment::{OutputFormat, SegmentOptions, segment};
 
 #[derive(Parser)]
-#[command(
-    version,
-    about = "Promptable image segmentation (Segment Anything) with ONNX Runtime"
-)]
+#[command(version, about = "Promptable image segmentation (Segment Anything) with ONNX Runtime")]
 struct Cli {
     #[command(flatten)]
     runtime: RuntimeArgs,
@@ -73,15 +70,9 @@ struct SegmentArgs {
 fn parse_numbers<const N: usize>(text: &str, what: &str) -> Result<[f64; N], String> {
     let numbers: Vec<f64> = text
         .split(',')
-        .map(|part| {
-            part.trim()
-                .parse::<f64>()
-                .map_err(|_| format!("`{part}` is not a number in {what} `{text}`"))
-        })
+        .map(|part| part.trim().parse::<f64>().map_err(|_| format!("`{part}` is not a number in {what} `{text}`")))
         .collect::<Result<_, _>>()?;
-    numbers
-        .try_into()
-        .map_err(|_| format!("{what} `{text}` needs {N} comma-separated numbers"))
+    numbers.try_into().map_err(|_| format!("{what} `{text}` needs {N} comma-separated numbers"))
 }
 
 fn parse_point(text: &str) -> Result<Point, String> {
@@ -89,10 +80,7 @@ fn parse_point(text: &str) -> Result<Point, String> {
         1 => (text, PointLabel::Foreground),
         2 => {
             let (xy, label) = text.rsplit_once(',').expect("two commas");
-            let code = label
-                .trim()
-                .parse::<i64>()
-                .map_err(|_| format!("label `{label}` must be 0 or 1"))?;
+            let code = label.trim().parse::<i64>().map_err(|_| format!("label `{label}` must be 0 or 1"))?;
             (xy, PointLabel::from_code(code).map_err(|e| e.to_string())?)
         }
         _ => return Err(format!("point `{text}` must be X,Y or X,Y,LABEL")),
@@ -106,26 +94,16 @@ fn parse_box(text: &str) -> Result<[f64; 4], String> {
 }
 
 fn run_segment(runtime: &Runtime, args: &SegmentArgs) -> Result<()> {
-    let model = SamModel::load(&args.model, runtime).with_context(|| format!("loading {}", args.model.display()))?;
+    let model = SamModel::load(&args.model, runtime, SessionCounts::default())
+        .with_context(|| format!("loading {}", args.model.display()))?;
     let bytes = std::fs::read(&args.image).with_context(|| format!("reading {}", args.image.display()))?;
     let image = decode_image(&bytes, &ImageLimits::default()).with_context(|| args.image.display().to_string())?;
     let started = Instant::now();
     let embedding = model.encoder.encode(&image)?;
     let encode_ms = started.elapsed().as_secs_f64() * 1e3;
-    let prompt = Prompt {
-        points: args.points.clone(),
-        bbox: args.bbox,
-        mask_input: None,
-    };
-    let outputs = if args.json {
-        args.output.clone()
-    } else {
-        vec![OutputFormat::Png]
-    };
-    let options = SegmentOptions {
-        multimask: args.multimask,
-        outputs,
-    };
+    let prompt = Prompt { points: args.points.clone(), bbox: args.bbox, mask_input: None };
+    let outputs = if args.json { args.output.clone() } else { vec![OutputFormat::Png] };
+    let options = SegmentOptions { multimask: args.multimask, outputs };
     let started = Instant::now();
     let results = segment(&model, &embedding, &[prompt], &options)?;
     let decode_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -140,13 +118,8 @@ fn run_segment(runtime: &Runtime, args: &SegmentArgs) -> Result<()> {
         });
         std::fs::write(&args.out, serde_json::to_vec_pretty(&body)?)?;
     } else {
-        let best = results
-            .first()
-            .and_then(|r| r.masks.first())
-            .and_then(|m| m.png.as_deref());
-        let Some(png) = best else {
-            bail!("the model returned no mask")
-        };
+        let best = results.first().and_then(|r| r.masks.first()).and_then(|m| m.png.as_deref());
+        let Some(png) = best else { bail!("the model returned no mask") };
         std::fs::write(&args.out, BASE64.decode(png)?)?;
     }
     Ok(())
@@ -178,14 +151,7 @@ mod tests {
 
     #[test]
     fn points_parse_with_and_without_labels() {
-        assert_eq!(
-            parse_point("10,20.5").unwrap(),
-            Point {
-                x: 10.0,
-                y: 20.5,
-                label: PointLabel::Foreground
-            }
-        );
+        assert_eq!(parse_point("10,20.5").unwrap(), Point { x: 10.0, y: 20.5, label: PointLabel::Foreground });
         assert_eq!(parse_point("1,2,0").unwrap().label, PointLabel::Background);
         assert!(parse_point("1,2,7").is_err());
         assert!(parse_point("1").is_err());

@@ -90,11 +90,7 @@ pub fn segment(
         .map(|prompt| {
             let tokens = prompt.scores.len();
             // Official slicing: multimask = tokens 1..=3, single = token 0; a single-mask export has only one.
-            let selected = if options.multimask && tokens > 1 {
-                1..tokens
-            } else {
-                0..1
-            };
+            let selected = if options.multimask && tokens > 1 { 1..tokens } else { 0..1 };
             let mut masks: Vec<MaskResult> = selected
                 .into_par_iter()
                 .map(|token| {

@@ -8,11 +8,7 @@ use std::process::{Command, Output};
 use samserve::mask::rle;
 
 fn samserve(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_samserve"))
-        .args(args)
-        .env_remove("ORT_DYLIB_PATH")
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_samserve")).args(args).env_remove("ORT_DYLIB_PATH").output().unwrap()
 }
 
 fn path_str(path: &Path) -> &str {
@@ -27,26 +23,15 @@ fn out_file(name: &str) -> PathBuf {
 /// The first parity case of `name` for `image`: (prompt JSON, official best mask).
 fn parity_case(image: &str, name: &str) -> (serde_json::Value, samserve::mask::BinaryMask) {
     let fixtures = common::read_json("parity.json");
-    let case = fixtures["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["image"] == image && c["name"] == name)
-        .unwrap();
+    let case = fixtures["cases"].as_array().unwrap().iter().find(|c| c["image"] == image && c["name"] == name).unwrap();
     let best = case["masks"]
         .as_array()
         .unwrap()
         .iter()
         .max_by(|a, b| a["score"].as_f64().unwrap().total_cmp(&b["score"].as_f64().unwrap()))
         .unwrap();
-    let size = [
-        best["size"][0].as_u64().unwrap() as usize,
-        best["size"][1].as_u64().unwrap() as usize,
-    ];
-    let coco = rle::CocoRle {
-        size,
-        counts: best["counts"].as_str().unwrap().to_string(),
-    };
+    let size = [best["size"][0].as_u64().unwrap() as usize, best["size"][1].as_u64().unwrap() as usize];
+    let coco = rle::CocoRle { size, counts: best["counts"].as_str().unwrap().to_string() };
     (case["prompt"].clone(), rle::decode(&coco).unwrap())
 }
 
@@ -54,14 +39,7 @@ fn parity_case(image: &str, name: &str) -> (serde_json::Value, samserve::mask::B
 fn segment_fixture(model: &str, image: &str, prompt_args: &[&str], out: &Path) {
     let model = common::fixtures().join("models").join(model);
     let image = common::fixtures().join("images").join(image);
-    let mut args = vec![
-        "segment",
-        "--model",
-        path_str(&model),
-        path_str(&image),
-        "--out",
-        path_str(out),
-    ];
+    let mut args = vec!["segment", "--model", path_str(&model), path_str(&image), "--out", path_str(out)];
     args.extend_from_slice(prompt_args);
     let result = samserve(&args);
     assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
@@ -71,13 +49,7 @@ fn segment_fixture(model: &str, image: &str, prompt_args: &[&str], out: &Path) {
 fn segment_writes_the_official_mask_as_png() {
     let (prompt, official) = parity_case("landscape.png", "box_point");
     let point = &prompt["points"][0];
-    let bbox = prompt["box"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
+    let bbox = prompt["box"].as_array().unwrap().iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",");
     let out = out_file("cli-box-point.png");
     let point = format!("{},{},1", point[0], point[1]);
     segment_fixture("tiny", "landscape.png", &["--point", &point, "--box", &bbox], &out);
@@ -96,21 +68,11 @@ fn segment_json_has_the_api_result_shape() {
     let point = &prompt["points"][0];
     let out = out_file("cli-multimask.json");
     let point = format!("{},{}", point[0], point[1]);
-    let args = [
-        "--point",
-        &point,
-        "--multimask",
-        "--json",
-        "--output",
-        "rle,polygons,png",
-    ];
+    let args = ["--point", &point, "--multimask", "--json", "--output", "rle,polygons,png"];
     segment_fixture("tiny-lean", "portrait.jpg", &args, &out);
     let body: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(body["model"], "tiny-lean");
-    assert_eq!(
-        (body["width"].as_u64(), body["height"].as_u64()),
-        (Some(300), Some(520))
-    );
+    assert_eq!((body["width"].as_u64(), body["height"].as_u64()), (Some(300), Some(520)));
     let masks = body["results"][0]["masks"].as_array().unwrap();
     assert_eq!(masks.len(), 3);
     let scores: Vec<f64> = masks.iter().map(|m| m["score"].as_f64().unwrap()).collect();
@@ -131,35 +93,16 @@ fn stderr_of(result: &Output) -> String {
 fn a_missing_onnx_runtime_library_is_one_line_that_says_what_to_do() {
     let image = common::fixtures().join("images/tiny.png");
     let model = common::fixtures().join("models/tiny");
-    let args = [
-        "segment",
-        "--model",
-        path_str(&model),
-        path_str(&image),
-        "--point",
-        "3,3",
-        "--out",
-        "/dev/null",
-    ];
-    let missing = stderr_of(&samserve(
-        &[&["--ort-lib", "/nonexistent/libonnxruntime.so"], &args[..]].concat(),
-    ));
+    let args = ["segment", "--model", path_str(&model), path_str(&image), "--point", "3,3", "--out", "/dev/null"];
+    let missing = stderr_of(&samserve(&[&["--ort-lib", "/nonexistent/libonnxruntime.so"], &args[..]].concat()));
     assert_eq!(missing.trim().lines().count(), 1, "{missing}");
-    assert!(
-        missing.contains("ONNX Runtime library not found") && missing.contains("ORT_DYLIB_PATH"),
-        "{missing}"
-    );
+    assert!(missing.contains("ONNX Runtime library not found") && missing.contains("ORT_DYLIB_PATH"), "{missing}");
 
     let not_a_library = out_file("not-a-library.so");
     std::fs::write(&not_a_library, b"this is not a shared library").unwrap();
-    let unusable = stderr_of(&samserve(
-        &[&["--ort-lib", path_str(&not_a_library)], &args[..]].concat(),
-    ));
+    let unusable = stderr_of(&samserve(&[&["--ort-lib", path_str(&not_a_library)], &args[..]].concat()));
     assert_eq!(unusable.trim().lines().count(), 1, "{unusable}");
-    assert!(
-        unusable.contains("cannot use ONNX Runtime") && unusable.contains("1.31 or newer"),
-        "{unusable}"
-    );
+    assert!(unusable.contains("cannot use ONNX Runtime") && unusable.contains("1.31 or newer"), "{unusable}");
 }
 
 #[test]
@@ -167,16 +110,7 @@ fn bad_prompts_images_and_models_fail_cleanly() {
     let image = common::fixtures().join("images/tiny.png");
     let model = common::fixtures().join("models/tiny");
     let run = |model: &Path, image: &Path, point: &str| {
-        samserve(&[
-            "segment",
-            "--model",
-            path_str(model),
-            path_str(image),
-            "--point",
-            point,
-            "--out",
-            "/dev/null",
-        ])
+        samserve(&["segment", "--model", path_str(model), path_str(image), "--point", point, "--out", "/dev/null"])
     };
     let outside = stderr_of(&run(&model, &image, "500,3"));
     assert!(outside.contains("outside the 37x23 image"), "{outside}");

@@ -32,9 +32,7 @@ fn gif_gives_its_first_frame() {
     let red = RgbaImage::from_pixel(8, 6, Rgba([255, 0, 0, 255]));
     let blue = RgbaImage::from_pixel(8, 6, Rgba([0, 0, 255, 255]));
     let mut bytes = Vec::new();
-    GifEncoder::new(&mut bytes)
-        .encode_frames([Frame::new(red), Frame::new(blue)])
-        .unwrap();
+    GifEncoder::new(&mut bytes).encode_frames([Frame::new(red), Frame::new(blue)]).unwrap();
     let decoded = decode_image(&bytes, &ImageLimits::default()).unwrap();
     assert_eq!(decoded.get_pixel(3, 3), &Rgb([255, 0, 0]));
 }
@@ -55,9 +53,8 @@ fn gray_alpha_and_16_bit_images_become_rgb8_as_users_expect() {
     assert_eq!(decoded.get_pixel(3, 2), &Rgb([10, 20, 3]));
 
     // 16-bit samples round to the nearest 8-bit value: round(v * 255 / 65535).
-    let deep = DynamicImage::ImageRgb16(ImageBuffer::from_fn(3, 1, |x, _| {
-        Rgb([[0u16, 128, 65535][x as usize], 32896, 385])
-    }));
+    let deep =
+        DynamicImage::ImageRgb16(ImageBuffer::from_fn(3, 1, |x, _| Rgb([[0u16, 128, 65535][x as usize], 32896, 385])));
     let decoded = decode_image(&encode(&deep, ImageFormat::Png), &ImageLimits::default()).unwrap();
     assert_eq!(decoded.get_pixel(0, 0), &Rgb([0, 128, 1]));
     assert_eq!(decoded.get_pixel(1, 0), &Rgb([0, 128, 1]));
@@ -120,10 +117,7 @@ fn exif_orientation_is_applied() {
 
 /// A valid 1x1 PNG whose header is rewritten to claim `width` x `height` pixels.
 fn png_claiming(width: u32, height: u32) -> Vec<u8> {
-    let mut png = encode(
-        &DynamicImage::ImageLuma8(ImageBuffer::from_pixel(1, 1, Luma([0]))),
-        ImageFormat::Png,
-    );
+    let mut png = encode(&DynamicImage::ImageLuma8(ImageBuffer::from_pixel(1, 1, Luma([0]))), ImageFormat::Png);
     // 8-byte signature, then the IHDR chunk: length (4), "IHDR" (4), width (4), height (4), ... CRC.
     png[16..20].copy_from_slice(&width.to_be_bytes());
     png[20..24].copy_from_slice(&height.to_be_bytes());
@@ -135,60 +129,25 @@ fn png_claiming(width: u32, height: u32) -> Vec<u8> {
 #[test]
 fn decompression_bombs_are_refused_from_the_header() {
     let error = decode_image(&png_claiming(60_000, 60_000), &ImageLimits::default()).unwrap_err();
-    assert!(
-        matches!(
-            error,
-            ImageError::TooManyPixels {
-                width: 60_000,
-                height: 60_000,
-                ..
-            }
-        ),
-        "{error}"
-    );
-    let small_limit = ImageLimits {
-        max_pixels: 100,
-        ..ImageLimits::default()
-    };
+    assert!(matches!(error, ImageError::TooManyPixels { width: 60_000, height: 60_000, .. }), "{error}");
+    let small_limit = ImageLimits { max_pixels: 100, ..ImageLimits::default() };
     let image = DynamicImage::ImageRgb8(gradient());
     let error = decode_image(&encode(&image, ImageFormat::Png), &small_limit).unwrap_err();
-    assert!(matches!(
-        error,
-        ImageError::TooManyPixels {
-            width: 40,
-            height: 24,
-            limit: 100
-        }
-    ));
+    assert!(matches!(error, ImageError::TooManyPixels { width: 40, height: 24, limit: 100 }));
 }
 
 #[test]
 fn bad_bytes_get_typed_errors() {
     let limits = ImageLimits::default();
     assert!(matches!(decode_image(&[], &limits), Err(ImageError::Empty)));
-    assert!(matches!(
-        decode_image(b"definitely not an image", &limits),
-        Err(ImageError::UnsupportedFormat)
-    ));
+    assert!(matches!(decode_image(b"definitely not an image", &limits), Err(ImageError::UnsupportedFormat)));
     let png = encode(&DynamicImage::ImageRgb8(gradient()), ImageFormat::Png);
-    assert!(matches!(
-        decode_image(&png[..png.len() / 2], &limits),
-        Err(ImageError::Undecodable(_))
-    ));
+    assert!(matches!(decode_image(&png[..png.len() / 2], &limits), Err(ImageError::Undecodable(_))));
     let mut corrupt = png.clone();
     corrupt[60..80].fill(0xAB);
-    assert!(matches!(
-        decode_image(&corrupt, &limits),
-        Err(ImageError::Undecodable(_))
-    ));
-    let tight = ImageLimits {
-        max_bytes: 10,
-        ..limits
-    };
-    assert!(matches!(
-        decode_image(&png, &tight),
-        Err(ImageError::TooManyBytes { limit: 10, .. })
-    ));
+    assert!(matches!(decode_image(&corrupt, &limits), Err(ImageError::Undecodable(_))));
+    let tight = ImageLimits { max_bytes: 10, ..limits };
+    assert!(matches!(decode_image(&png, &tight), Err(ImageError::TooManyBytes { limit: 10, .. })));
     // A real image format that samserve does not accept (PPM) is refused as unsupported.
     let pnm = b"P6\n2 2\n255\n\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00";
     assert!(matches!(decode_image(pnm, &limits), Err(ImageError::UnsupportedFormat)));

@@ -5,13 +5,11 @@ mod common;
 use std::path::PathBuf;
 
 use samserve::model::manifest::{Manifest, ManifestError};
-use samserve::model::{ModelError, SamModel};
+use samserve::model::{ModelError, SamModel, SessionCounts};
 
 /// A fresh folder with `model.toml` = `toml`, next to the fixture model files.
 fn folder_with(name: &str, toml: &str) -> PathBuf {
-    let folder = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("model-folders")
-        .join(name);
+    let folder = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("model-folders").join(name);
     std::fs::create_dir_all(&folder).unwrap();
     std::fs::write(folder.join("model.toml"), toml).unwrap();
     folder
@@ -32,17 +30,13 @@ fn shapes_come_from_the_onnx_files() {
 
 #[test]
 fn name_defaults_to_the_folder_and_statistics_to_sam_s() {
-    let toml = format!(
-        "encoder = {:?}\ndecoder = {:?}\n",
-        tiny("encoder.onnx"),
-        tiny("decoder.onnx")
-    );
+    let toml = format!("encoder = {:?}\ndecoder = {:?}\n", tiny("encoder.onnx"), tiny("decoder.onnx"));
     let folder = folder_with("unnamed-model", &toml);
     let manifest = Manifest::load(&folder).unwrap();
     assert_eq!(manifest.name, "unnamed-model");
     assert_eq!(manifest.pixel_mean, [123.675, 116.28, 103.53]);
     assert_eq!(manifest.image_size, None);
-    SamModel::load(&folder, common::runtime()).unwrap();
+    SamModel::load(&folder, common::runtime(), SessionCounts::default()).unwrap();
 }
 
 #[test]
@@ -55,43 +49,24 @@ fn bad_manifests_are_rejected_with_the_reason() {
     assert!(invalid("family", "family = \"sam2\"\nencoder = \"e\"\ndecoder = \"d\"\n").contains("sam2"));
     assert!(invalid("no-decoder", "encoder = \"e.onnx\"\n").contains("decoder"));
     assert!(
-        invalid(
-            "zero-std",
-            "encoder = \"e\"\ndecoder = \"d\"\npixel_std = [1.0, 0.0, 1.0]\n"
-        )
-        .contains("pixel_std")
+        invalid("zero-std", "encoder = \"e\"\ndecoder = \"d\"\npixel_std = [1.0, 0.0, 1.0]\n").contains("pixel_std")
     );
 }
 
 #[test]
 fn files_that_break_the_contract_are_named() {
     let runtime = common::runtime();
-    let missing = folder_with(
-        "missing-file",
-        &format!("encoder = {:?}\ndecoder = \"nope.onnx\"\n", tiny("encoder.onnx")),
-    );
-    assert!(matches!(
-        SamModel::load(&missing, runtime),
-        Err(ModelError::Load { .. })
-    ));
+    let missing =
+        folder_with("missing-file", &format!("encoder = {:?}\ndecoder = \"nope.onnx\"\n", tiny("encoder.onnx")));
+    assert!(matches!(SamModel::load(&missing, runtime, SessionCounts::default()), Err(ModelError::Load { .. })));
 
-    let swapped = format!(
-        "encoder = {:?}\ndecoder = {:?}\n",
-        tiny("decoder.onnx"),
-        tiny("encoder.onnx")
-    );
-    let error = SamModel::load(&folder_with("swapped", &swapped), runtime)
-        .err()
-        .unwrap();
+    let swapped = format!("encoder = {:?}\ndecoder = {:?}\n", tiny("decoder.onnx"), tiny("encoder.onnx"));
+    let error = SamModel::load(&folder_with("swapped", &swapped), runtime, SessionCounts::default()).err().unwrap();
     assert!(matches!(error, ModelError::Contract { .. }), "{error}");
 
-    let wrong_size = format!(
-        "encoder = {:?}\ndecoder = {:?}\nimage_size = 1024\n",
-        tiny("encoder.onnx"),
-        tiny("decoder.onnx")
-    );
-    let error = SamModel::load(&folder_with("wrong-size", &wrong_size), runtime)
-        .err()
-        .unwrap();
+    let wrong_size =
+        format!("encoder = {:?}\ndecoder = {:?}\nimage_size = 1024\n", tiny("encoder.onnx"), tiny("decoder.onnx"));
+    let error =
+        SamModel::load(&folder_with("wrong-size", &wrong_size), runtime, SessionCounts::default()).err().unwrap();
     assert!(error.to_string().contains("image_size"), "{error}");
 }

@@ -16,13 +16,7 @@ use samserve::segment::{MaskResult, OutputFormat, SegmentOptions, segment};
 use serde_json::Value;
 
 fn prompt_from_json(value: &Value) -> Prompt {
-    let numbers = |v: &Value| {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|n| n.as_f64().unwrap())
-            .collect::<Vec<f64>>()
-    };
+    let numbers = |v: &Value| v.as_array().unwrap().iter().map(|n| n.as_f64().unwrap()).collect::<Vec<f64>>();
     let points = match (value.get("points"), value.get("labels")) {
         (Some(points), Some(labels)) => points
             .as_array()
@@ -31,28 +25,17 @@ fn prompt_from_json(value: &Value) -> Prompt {
             .zip(labels.as_array().unwrap())
             .map(|(p, l)| {
                 let xy = numbers(p);
-                Point {
-                    x: xy[0],
-                    y: xy[1],
-                    label: PointLabel::from_code(l.as_i64().unwrap()).unwrap(),
-                }
+                Point { x: xy[0], y: xy[1], label: PointLabel::from_code(l.as_i64().unwrap()).unwrap() }
             })
             .collect(),
         _ => vec![],
     };
     let bbox = value.get("box").map(|b| numbers(b).try_into().unwrap());
-    Prompt {
-        points,
-        bbox,
-        mask_input: None,
-    }
+    Prompt { points, bbox, mask_input: None }
 }
 
 fn options(multimask: bool) -> SegmentOptions {
-    SegmentOptions {
-        multimask,
-        outputs: vec![OutputFormat::Rle],
-    }
+    SegmentOptions { multimask, outputs: vec![OutputFormat::Rle] }
 }
 
 fn expected_mask(expected: &Value) -> (BinaryMask, rle::CocoRle) {
@@ -74,35 +57,18 @@ fn assert_parity(label: &str, ours: &[MaskResult], expected: &[Value]) -> (f64, 
     for (k, (reference, mine)) in expected.iter().zip(ours).enumerate() {
         let (official, official_rle) = expected_mask(reference);
         // Our encoder reproduces pycocotools' bytes for the official mask, and its area and bbox.
-        assert_eq!(
-            rle::encode(&official),
-            official_rle,
-            "{label}: RLE of official mask {k}"
-        );
+        assert_eq!(rle::encode(&official), official_rle, "{label}: RLE of official mask {k}");
         assert_eq!(official.area(), reference["area"].as_u64().unwrap(), "{label}: area");
-        let bbox: Vec<f64> = reference["bbox"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
+        let bbox: Vec<f64> = reference["bbox"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
         assert_eq!(bbox_xywh(&official).to_vec(), bbox, "{label}: bbox");
 
         let iou = rle::decode(mine.rle.as_ref().unwrap()).unwrap().iou(&official);
         let score = reference["score"].as_f64().unwrap();
         let stability = reference["stability_score"].as_f64().unwrap();
         if iou < 0.995 {
-            eprintln!(
-                "LOW {label}: mask {k} IoU {iou:.5} area {} score {} vs {score}",
-                official.area(),
-                mine.score
-            );
+            eprintln!("LOW {label}: mask {k} IoU {iou:.5} area {} score {} vs {score}", official.area(), mine.score);
         }
-        assert!(
-            (f64::from(mine.score) - score).abs() <= 1e-3,
-            "{label}: score {} vs {score}",
-            mine.score
-        );
+        assert!((f64::from(mine.score) - score).abs() <= 1e-3, "{label}: score {} vs {score}", mine.score);
         assert!(
             (f64::from(mine.stability_score) - stability).abs() <= 1e-2,
             "{label}: stability {} vs {stability}",
@@ -119,10 +85,7 @@ fn run_parity(model_name: &str) {
     let fixtures = common::read_json("parity.json");
     let mut by_image: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
     for case in fixtures["cases"].as_array().unwrap() {
-        by_image
-            .entry(case["image"].as_str().unwrap().to_string())
-            .or_default()
-            .push(case);
+        by_image.entry(case["image"].as_str().unwrap().to_string()).or_default().push(case);
     }
     assert!(by_image.len() >= 8, "fixtures cover {} images", by_image.len());
     let mut checked = 0;
@@ -137,10 +100,7 @@ fn run_parity(model_name: &str) {
         let image = decode_image(&bytes, &ImageLimits::default()).unwrap();
         assert_eq!(
             (u64::from(image.width()), u64::from(image.height())),
-            (
-                cases[0]["width"].as_u64().unwrap(),
-                cases[0]["height"].as_u64().unwrap()
-            ),
+            (cases[0]["width"].as_u64().unwrap(), cases[0]["height"].as_u64().unwrap()),
             "{image_name}: size after EXIF orientation"
         );
         let embedding = model.encoder.encode(&image).unwrap();
@@ -159,12 +119,7 @@ fn run_parity(model_name: &str) {
         }
         for case in cases.iter().filter(|c| c["prompt"].get("refine_from").is_some()) {
             let label = format!("{model_name}/{image_name}/{}", case["name"].as_str().unwrap());
-            let refined = refine(
-                &model,
-                &embedding,
-                &case["prompt"],
-                case["multimask"].as_bool().unwrap(),
-            );
+            let refined = refine(&model, &embedding, &case["prompt"], case["multimask"].as_bool().unwrap());
             record(assert_parity(&label, &refined, case["masks"].as_array().unwrap()));
         }
     }
@@ -176,18 +131,9 @@ fn run_parity(model_name: &str) {
 
 /// SAM's iterative refinement: the best-scored low-res logits of a first multimask call become mask_input.
 fn refine(model: &SamModel, embedding: &Embedding, prompt: &Value, multimask: bool) -> Vec<MaskResult> {
-    let first = segment(
-        model,
-        embedding,
-        &[prompt_from_json(&prompt["refine_from"])],
-        &options(true),
-    )
-    .unwrap();
+    let first = segment(model, embedding, &[prompt_from_json(&prompt["refine_from"])], &options(true)).unwrap();
     let best = Arc::clone(&first[0].masks[0].low_res);
-    let refined = Prompt {
-        mask_input: Some(best),
-        ..prompt_from_json(prompt)
-    };
+    let refined = Prompt { mask_input: Some(best), ..prompt_from_json(prompt) };
     let results = segment(model, embedding, &[refined], &options(multimask)).unwrap();
     results.into_iter().next().unwrap().masks
 }
@@ -206,25 +152,14 @@ fn lean_decoder_export_matches_sam_predictor() {
 fn mask_input_refinement_changes_the_mask() {
     let model = common::load_model("tiny");
     let fixtures = common::read_json("parity.json");
-    let case = fixtures["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "refine")
-        .unwrap();
+    let case = fixtures["cases"].as_array().unwrap().iter().find(|c| c["name"] == "refine").unwrap();
     let image = decode_image(
         &std::fs::read(common::fixtures().join("images").join(case["image"].as_str().unwrap())).unwrap(),
         &ImageLimits::default(),
     )
     .unwrap();
     let embedding = model.encoder.encode(&image).unwrap();
-    let plain = segment(
-        &model,
-        &embedding,
-        &[prompt_from_json(&case["prompt"])],
-        &options(false),
-    )
-    .unwrap();
+    let plain = segment(&model, &embedding, &[prompt_from_json(&case["prompt"])], &options(false)).unwrap();
     let refined = refine(&model, &embedding, &case["prompt"], false);
     assert_ne!(plain[0].masks[0].rle, refined[0].rle, "mask_input had no effect");
 }
@@ -239,22 +174,14 @@ fn resize_matches_pil_bilinear() {
         )
         .unwrap();
         let stem = name.split('.').next().unwrap();
-        let reference = image::open(common::fixtures().join("resize").join(format!("{stem}.png")))
-            .unwrap()
-            .to_rgb8();
+        let reference = image::open(common::fixtures().join("resize").join(format!("{stem}.png"))).unwrap().to_rgb8();
         let size = samserve::model::preprocess::resized_size(
             samserve::model::ImageSize::new(image.height() as usize, image.width() as usize),
             model.encoder.input_size(),
         );
         let ours = samserve::model::preprocess::resize_bilinear(&image, size);
         assert_eq!(ours.dimensions(), reference.dimensions(), "{name}");
-        let worst = ours
-            .as_raw()
-            .iter()
-            .zip(reference.as_raw())
-            .map(|(a, b)| a.abs_diff(*b))
-            .max()
-            .unwrap();
+        let worst = ours.as_raw().iter().zip(reference.as_raw()).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
         // Bit-exact from the same pixels; JPEG decoders (libjpeg-turbo in PIL, zune-jpeg here) may differ by a few
         // levels before resizing.
         let allowed = if name.ends_with(".jpg") { 3 } else { 0 };
@@ -266,12 +193,7 @@ fn resize_matches_pil_bilinear() {
 fn rle_strings_are_byte_identical_to_pycocotools() {
     let vectors = common::read_json("rle.json");
     for (i, vector) in vectors.as_array().unwrap().iter().enumerate() {
-        let rows: Vec<&str> = vector["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r.as_str().unwrap())
-            .collect();
+        let rows: Vec<&str> = vector["rows"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
         let mask = BinaryMask::from_fn(rows[0].len(), rows.len(), |x, y| rows[y].as_bytes()[x] == b'1');
         let (official, official_rle) = expected_mask(vector);
         assert_eq!(rle::encode(&mask), official_rle, "vector {i}");

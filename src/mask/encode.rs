@@ -26,12 +26,7 @@ pub fn png_bytes(mask: &BinaryMask) -> Vec<u8> {
     let pixels: Vec<u8> = mask.data.iter().map(|&v| v * 255).collect();
     let mut png = Vec::new();
     PngEncoder::new(&mut png)
-        .write_image(
-            &pixels,
-            mask.width as u32,
-            mask.height as u32,
-            image::ExtendedColorType::L8,
-        )
+        .write_image(&pixels, mask.width as u32, mask.height as u32, image::ExtendedColorType::L8)
         .expect("writing a PNG to memory cannot fail");
     png
 }

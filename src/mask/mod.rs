@@ -17,10 +17,7 @@ pub struct BinaryMask {
 
 impl BinaryMask {
     pub fn from_fn(width: usize, height: usize, f: impl Fn(usize, usize) -> bool) -> Self {
-        let data = (0..height)
-            .flat_map(|y| (0..width).map(move |x| (x, y)))
-            .map(|(x, y)| f(x, y) as u8)
-            .collect();
+        let data = (0..height).flat_map(|y| (0..width).map(move |x| (x, y))).map(|(x, y)| f(x, y) as u8).collect();
         Self { width, height, data }
     }
 
@@ -39,11 +36,7 @@ impl BinaryMask {
             intersection += u64::from(a & b);
             union += u64::from(a | b);
         }
-        if union == 0 {
-            1.0
-        } else {
-            intersection as f64 / union as f64
-        }
+        if union == 0 { 1.0 } else { intersection as f64 / union as f64 }
     }
 }
 
@@ -57,10 +50,7 @@ fn standard_slice(logits: &ndarray::Array2<f32>) -> &[f32] {
 /// `logits > 0.0`, as SamPredictor thresholds its upsampled logits.
 pub fn threshold(logits: &ndarray::Array2<f32>) -> BinaryMask {
     let (height, width) = logits.dim();
-    let data = standard_slice(logits)
-        .iter()
-        .map(|&v| (v > MASK_THRESHOLD) as u8)
-        .collect();
+    let data = standard_slice(logits).iter().map(|&v| (v > MASK_THRESHOLD) as u8).collect();
     BinaryMask { width, height, data }
 }
 
@@ -80,9 +70,5 @@ pub fn stability_score(logits: &ndarray::Array2<f32>, offset: f32) -> f32 {
         intersections += u64::from(above_high);
         unions += u64::from(above_low);
     }
-    if unions == 0 {
-        0.0
-    } else {
-        intersections as f32 / unions as f32
-    }
+    if unions == 0 { 0.0 } else { intersections as f32 / unions as f32 }
 }

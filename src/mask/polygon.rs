@@ -74,28 +74,15 @@ mod tests {
         let rings = polygons(&mask);
         assert_eq!(rings.len(), 2, "{rings:?}");
         let areas: Vec<f64> = rings.iter().map(|r| ring_area(r)).collect();
-        let outer = rings
-            .iter()
-            .zip(&areas)
-            .find(|(_, a)| **a > 0.0)
-            .expect("an outer ring")
-            .0;
-        let hole = rings
-            .iter()
-            .zip(&areas)
-            .find(|(_, a)| **a < 0.0)
-            .expect("a hole ring")
-            .0;
+        let outer = rings.iter().zip(&areas).find(|(_, a)| **a > 0.0).expect("an outer ring").0;
+        let hole = rings.iter().zip(&areas).find(|(_, a)| **a < 0.0).expect("a hole ring").0;
         // The outer ring runs through the corner pixel centres of the square: 4 corners after dropping collinear points.
         let mut corners: Vec<(i32, i32)> = outer.chunks(2).map(|p| (p[0] as i32, p[1] as i32)).collect();
         corners.sort();
         assert_eq!(corners, vec![(2, 2), (2, 11), (11, 2), (11, 11)]);
         assert_eq!(ring_area(outer), 81.0);
         // The hole's border runs through the mask pixels around the hole.
-        assert!(
-            hole.chunks(2)
-                .all(|p| (4.0..=9.0).contains(&p[0]) && (4.0..=9.0).contains(&p[1]))
-        );
+        assert!(hole.chunks(2).all(|p| (4.0..=9.0).contains(&p[0]) && (4.0..=9.0).contains(&p[1])));
     }
 
     #[test]

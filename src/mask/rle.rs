@@ -72,13 +72,7 @@ pub fn counts_from_string(text: &str) -> Result<Vec<u64>, RleError> {
     while p < bytes.len() {
         let (mut x, mut k) = (0i64, 0u32);
         loop {
-            let c = i64::from(
-                bytes
-                    .get(p)
-                    .ok_or(RleError::Malformed)?
-                    .checked_sub(48)
-                    .ok_or(RleError::Malformed)?,
-            );
+            let c = i64::from(bytes.get(p).ok_or(RleError::Malformed)?.checked_sub(48).ok_or(RleError::Malformed)?);
             if c > 0x3f || k > 12 {
                 return Err(RleError::Malformed);
             }
@@ -101,10 +95,7 @@ pub fn counts_from_string(text: &str) -> Result<Vec<u64>, RleError> {
 }
 
 pub fn encode(mask: &BinaryMask) -> CocoRle {
-    CocoRle {
-        size: [mask.height, mask.width],
-        counts: counts_to_string(&run_lengths(mask)),
-    }
+    CocoRle { size: [mask.height, mask.width], counts: counts_to_string(&run_lengths(mask)) }
 }
 
 pub fn decode(rle: &CocoRle) -> Result<BinaryMask, RleError> {
@@ -154,10 +145,7 @@ mod tests {
     fn decoding_rejects_garbage_and_wrong_sizes() {
         assert_eq!(counts_from_string("\u{1}"), Err(RleError::Malformed));
         assert_eq!(counts_from_string("0`"), Err(RleError::Malformed));
-        let wrong = CocoRle {
-            size: [2, 2],
-            counts: "5".into(),
-        };
+        let wrong = CocoRle { size: [2, 2], counts: "5".into() };
         assert!(matches!(decode(&wrong), Err(RleError::WrongLength { .. })));
     }
 }

@@ -24,11 +24,7 @@ fn taps(input_len: usize, output_len: usize, keep: usize) -> Vec<Tap> {
             let source = ((dst as f32 + 0.5) * scale - 0.5).max(0.0);
             let lower = (source as usize).min(input_len - 1);
             let upper = (lower + 1).min(input_len - 1);
-            Tap {
-                lower,
-                upper,
-                weight: source - lower as f32,
-            }
+            Tap { lower, upper, weight: source - lower as f32 }
         })
         .collect()
 }
@@ -47,18 +43,13 @@ fn resize(input: ArrayView2<f32>, output_size: ImageSize, keep: ImageSize) -> Ar
     }
     let mut output = Array2::<f32>::zeros((keep.height, keep.width));
     let horizontal = horizontal.as_slice().expect("standard layout");
-    output
-        .as_slice_mut()
-        .expect("standard layout")
-        .par_chunks_mut(keep.width)
-        .zip(&rows)
-        .for_each(|(out_row, tap)| {
-            let lower = &horizontal[tap.lower * keep.width..][..keep.width];
-            let upper = &horizontal[tap.upper * keep.width..][..keep.width];
-            for ((out, &a), &b) in out_row.iter_mut().zip(lower).zip(upper) {
-                *out = a * (1.0 - tap.weight) + b * tap.weight;
-            }
-        });
+    output.as_slice_mut().expect("standard layout").par_chunks_mut(keep.width).zip(&rows).for_each(|(out_row, tap)| {
+        let lower = &horizontal[tap.lower * keep.width..][..keep.width];
+        let upper = &horizontal[tap.upper * keep.width..][..keep.width];
+        for ((out, &a), &b) in out_row.iter_mut().zip(lower).zip(upper) {
+            *out = a * (1.0 - tap.weight) + b * tap.weight;
+        }
+    });
     output
 }
 
@@ -84,11 +75,7 @@ mod tests {
         // torch.nn.functional.interpolate(x[None, None], size=(3, 5), mode="bilinear", align_corners=False)
         let input = array![[0.0f32, 1.0], [2.0, 4.0]];
         let output = resize(input.view(), ImageSize::new(3, 5), ImageSize::new(3, 5));
-        let expected = array![
-            [0.0f32, 0.1, 0.5, 0.9, 1.0],
-            [1.0, 1.15, 1.75, 2.35, 2.5],
-            [2.0, 2.2, 3.0, 3.8, 4.0]
-        ];
+        let expected = array![[0.0f32, 0.1, 0.5, 0.9, 1.0], [1.0, 1.15, 1.75, 2.35, 2.5], [2.0, 2.2, 3.0, 3.8, 4.0]];
         for (a, b) in output.iter().zip(&expected) {
             assert!((a - b).abs() < 1e-5, "{output:?}");
         }

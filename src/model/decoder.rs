@@ -6,25 +6,19 @@
 //! the masks that are returned.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 
 use ndarray::{Array1, Array2, Array3, Array4, Axis, s};
 use ort::session::Session;
 use ort::value::TensorRef;
 
+use super::pool::SessionPool;
 use super::prompt::Prompt;
 use super::{Embedding, ImageSize, Manifest, ModelError, static_dims};
 
 const IOU_PREDICTIONS: &str = "iou_predictions";
 const LOW_RES_MASKS: &str = "low_res_masks";
 const ORIG_IM_SIZE: &str = "orig_im_size";
-const REQUIRED_INPUTS: [&str; 5] = [
-    "image_embeddings",
-    "point_coords",
-    "point_labels",
-    "mask_input",
-    "has_mask_input",
-];
+const REQUIRED_INPUTS: [&str; 5] = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"];
 
 /// The decoder's answer for one prompt: every mask token it produced (4 for the official export: token 0 is the
 /// single-mask output, 1..=3 the multimask candidates; 1 for a `return_single_mask` export).
@@ -37,19 +31,22 @@ pub struct DecodedPrompt {
 }
 
 pub struct Decoder {
-    session: Mutex<Session>,
+    sessions: SessionPool,
     has_orig_im_size: bool,
     batches_prompts: bool,
     low_res_size: ImageSize,
 }
 
 impl Decoder {
-    pub(super) fn new(session: Session, manifest: &Manifest, embedding_shape: [usize; 3]) -> Result<Self, ModelError> {
+    /// Reads the contract from the first session; all sessions are of the same file.
+    pub(super) fn new(
+        sessions: Vec<Session>,
+        manifest: &Manifest,
+        embedding_shape: [usize; 3],
+    ) -> Result<Self, ModelError> {
+        let session = &sessions[0];
         let file = &manifest.decoder;
-        let contract = |message: String| ModelError::Contract {
-            file: file.display().to_string(),
-            message,
-        };
+        let contract = |message: String| ModelError::Contract { file: file.display().to_string(), message };
         for name in REQUIRED_INPUTS {
             static_dims(session.inputs(), name, file)?;
         }
@@ -57,15 +54,9 @@ impl Decoder {
             static_dims(session.outputs(), name, file)?;
         }
         match static_dims(session.inputs(), "image_embeddings", file)?.as_slice() {
-            [_, c, h, w]
-                if [*c, *h, *w]
-                    .iter()
-                    .zip(embedding_shape)
-                    .all(|(d, e)| d.is_none_or(|d| d == e)) => {}
+            [_, c, h, w] if [*c, *h, *w].iter().zip(embedding_shape).all(|(d, e)| d.is_none_or(|d| d == e)) => {}
             other => {
-                return Err(contract(format!(
-                    "image_embeddings is {other:?}, the encoder gives {embedding_shape:?}"
-                )));
+                return Err(contract(format!("image_embeddings is {other:?}, the encoder gives {embedding_shape:?}")));
             }
         }
         let low_res_size = match static_dims(session.inputs(), "mask_input", file)?.as_slice() {
@@ -76,12 +67,7 @@ impl Decoder {
         };
         let batches_prompts = static_dims(session.inputs(), "point_coords", file)?.first() == Some(&None);
         let has_orig_im_size = session.inputs().iter().any(|i| i.name() == ORIG_IM_SIZE);
-        Ok(Self {
-            session: Mutex::new(session),
-            has_orig_im_size,
-            batches_prompts,
-            low_res_size,
-        })
+        Ok(Self { sessions: SessionPool::new(sessions), has_orig_im_size, batches_prompts, low_res_size })
     }
 
     /// The size of the low-res logits (`mask_input` and `low_res_masks`).
@@ -97,10 +83,7 @@ impl Decoder {
         let mut groups: BTreeMap<(usize, bool, usize), Vec<usize>> = BTreeMap::new();
         for (index, prompt) in prompts.iter().enumerate() {
             let solo = if self.batches_prompts { 0 } else { index };
-            groups
-                .entry((prompt.decoder_point_count(), prompt.mask_input.is_some(), solo))
-                .or_default()
-                .push(index);
+            groups.entry((prompt.decoder_point_count(), prompt.mask_input.is_some(), solo)).or_default().push(index);
         }
         let mut decoded: Vec<Option<DecodedPrompt>> = vec![None; prompts.len()];
         for indices in groups.into_values() {
@@ -109,10 +92,7 @@ impl Decoder {
                 decoded[index] = Some(answer);
             }
         }
-        Ok(decoded
-            .into_iter()
-            .map(|d| d.expect("every prompt is in one group"))
-            .collect())
+        Ok(decoded.into_iter().map(|d| d.expect("every prompt is in one group")).collect())
     }
 
     /// One decoder run for prompts that share their point count and mask_input presence.
@@ -148,33 +128,33 @@ impl Decoder {
         if self.has_orig_im_size {
             inputs.push((ORIG_IM_SIZE.into(), TensorRef::from_array_view(&orig_im_size)?.into()));
         }
-        let mut session = self.session.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let outputs = session.run(inputs)?;
-        let contract = |message: String| ModelError::Contract {
-            file: "decoder".into(),
-            message,
-        };
-        let scores = outputs[IOU_PREDICTIONS]
-            .try_extract_array::<f32>()?
-            .into_dimensionality::<ndarray::Ix2>()
-            .map_err(|e| contract(format!("{IOU_PREDICTIONS}: {e}")))?;
-        let low_res = outputs[LOW_RES_MASKS]
-            .try_extract_array::<f32>()?
-            .into_dimensionality::<ndarray::Ix4>()
-            .map_err(|e| contract(format!("{LOW_RES_MASKS}: {e}")))?;
-        if scores.nrows() != batch.len() || low_res.shape()[0] != batch.len() || low_res.shape()[1] != scores.ncols() {
-            return Err(contract(format!(
-                "outputs {:?} and {:?} do not match {} prompts",
-                scores.shape(),
-                low_res.shape(),
-                batch.len()
-            )));
-        }
-        Ok((0..batch.len())
-            .map(|b| DecodedPrompt {
-                scores: scores.row(b).to_vec(),
-                low_res: low_res.index_axis(Axis(0), b).to_owned(),
-            })
-            .collect())
+        self.sessions.with_session(|session| {
+            let outputs = session.run(inputs)?;
+            let contract = |message: String| ModelError::Contract { file: "decoder".into(), message };
+            let scores = outputs[IOU_PREDICTIONS]
+                .try_extract_array::<f32>()?
+                .into_dimensionality::<ndarray::Ix2>()
+                .map_err(|e| contract(format!("{IOU_PREDICTIONS}: {e}")))?;
+            let low_res = outputs[LOW_RES_MASKS]
+                .try_extract_array::<f32>()?
+                .into_dimensionality::<ndarray::Ix4>()
+                .map_err(|e| contract(format!("{LOW_RES_MASKS}: {e}")))?;
+            if scores.nrows() != batch.len()
+                || low_res.shape()[0] != batch.len()
+                || low_res.shape()[1] != scores.ncols()
+            {
+                let (scores, low_res) = (scores.shape(), low_res.shape());
+                return Err(contract(format!(
+                    "outputs {scores:?} and {low_res:?} do not match {} prompts",
+                    batch.len()
+                )));
+            }
+            Ok((0..batch.len())
+                .map(|b| DecodedPrompt {
+                    scores: scores.row(b).to_vec(),
+                    low_res: low_res.index_axis(Axis(0), b).to_owned(),
+                })
+                .collect())
+        })
     }
 }

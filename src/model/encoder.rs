@@ -1,12 +1,11 @@
 //! The image encoder: preprocess an RGB8 image and run it once, giving an [`Embedding`].
 
-use std::sync::Mutex;
-
 use image::RgbImage;
 use ndarray::Array4;
 use ort::session::Session;
 use ort::value::TensorRef;
 
+use super::pool::SessionPool;
 use super::preprocess::{ImageSize, normalize_and_pad, resize_bilinear, resized_size};
 use super::{Manifest, ModelError, static_dims};
 
@@ -28,7 +27,7 @@ impl Embedding {
 }
 
 pub struct Encoder {
-    session: Mutex<Session>,
+    sessions: SessionPool,
     input_name: String,
     output_name: String,
     input_size: usize,
@@ -38,12 +37,11 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    pub(super) fn new(session: Session, manifest: &Manifest) -> Result<Self, ModelError> {
+    /// Reads the shapes from the first session; all sessions are of the same file.
+    pub(super) fn new(sessions: Vec<Session>, manifest: &Manifest) -> Result<Self, ModelError> {
+        let session = &sessions[0];
         let file = &manifest.encoder;
-        let contract = |message: String| ModelError::Contract {
-            file: file.display().to_string(),
-            message,
-        };
+        let contract = |message: String| ModelError::Contract { file: file.display().to_string(), message };
         let (Some(input), Some(output)) = (session.inputs().first(), session.outputs().first()) else {
             return Err(contract("it needs one input and one output".to_string()));
         };
@@ -55,9 +53,7 @@ impl Encoder {
                 .image_size
                 .ok_or_else(|| contract("the input size is dynamic and model.toml gives no image_size".into()))?,
             other => {
-                return Err(contract(format!(
-                    "input `{input_name}` must be [1, 3, S, S], not {other:?}"
-                )));
+                return Err(contract(format!("input `{input_name}` must be [1, 3, S, S], not {other:?}")));
             }
         };
         if manifest.image_size.is_some_and(|s| s != input_size) {
@@ -69,13 +65,11 @@ impl Encoder {
         let embedding_shape = match static_dims(session.outputs(), &output_name, file)?.as_slice() {
             [_, Some(c), Some(h), Some(w)] => [*c, *h, *w],
             other => {
-                return Err(contract(format!(
-                    "output `{output_name}` must be [1, C, h, w], not {other:?}"
-                )));
+                return Err(contract(format!("output `{output_name}` must be [1, C, h, w], not {other:?}")));
             }
         };
         Ok(Self {
-            session: Mutex::new(session),
+            sessions: SessionPool::new(sessions),
             input_name,
             output_name,
             input_size,
@@ -100,30 +94,21 @@ impl Encoder {
         let original = ImageSize::new(image.height() as usize, image.width() as usize);
         let resized_size = resized_size(original, self.input_size);
         let resized = resize_bilinear(image, resized_size);
-        (
-            resized_size,
-            normalize_and_pad(&resized, self.input_size, self.pixel_mean, self.pixel_std),
-        )
+        (resized_size, normalize_and_pad(&resized, self.input_size, self.pixel_mean, self.pixel_std))
     }
 
     /// Preprocesses and encodes one image.
     pub fn encode(&self, image: &RgbImage) -> Result<Embedding, ModelError> {
         let original = ImageSize::new(image.height() as usize, image.width() as usize);
         let (resized, input) = self.preprocess(image);
-        let mut session = self.session.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let outputs = session.run(ort::inputs![self.input_name.as_str() => TensorRef::from_array_view(&input)?])?;
-        let tensor = outputs[self.output_name.as_str()]
-            .try_extract_array::<f32>()?
-            .into_dimensionality::<ndarray::Ix4>()
-            .map_err(|e| ModelError::Contract {
-                file: "encoder".into(),
-                message: e.to_string(),
-            })?
-            .to_owned();
-        Ok(Embedding {
-            tensor,
-            original,
-            resized,
-        })
+        let tensor = self.sessions.with_session(|session| -> Result<Array4<f32>, ModelError> {
+            let outputs = session.run(ort::inputs![self.input_name.as_str() => TensorRef::from_array_view(&input)?])?;
+            outputs[self.output_name.as_str()]
+                .try_extract_array::<f32>()?
+                .into_dimensionality::<ndarray::Ix4>()
+                .map(|view| view.to_owned())
+                .map_err(|e| ModelError::Contract { file: "encoder".into(), message: e.to_string() })
+        })?;
+        Ok(Embedding { tensor, original, resized })
     }
 }

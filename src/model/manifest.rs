@@ -58,20 +58,11 @@ impl Manifest {
     /// Reads `<folder>/model.toml`. The model's name defaults to the folder's name.
     pub fn load(folder: &Path) -> Result<Self, ManifestError> {
         let path = folder.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|error| ManifestError::Read {
-            path: path.clone(),
-            error,
-        })?;
-        let invalid = |message: String| ManifestError::Invalid {
-            path: path.clone(),
-            message,
-        };
+        let text = std::fs::read_to_string(&path).map_err(|error| ManifestError::Read { path: path.clone(), error })?;
+        let invalid = |message: String| ManifestError::Invalid { path: path.clone(), message };
         let raw: RawManifest = toml::from_str(&text).map_err(|e| invalid(e.message().to_string()))?;
         if raw.family != "sam" {
-            return Err(invalid(format!(
-                "family {:?} is not supported (supported: \"sam\")",
-                raw.family
-            )));
+            return Err(invalid(format!("family {:?} is not supported (supported: \"sam\")", raw.family)));
         }
         if raw.pixel_std.iter().any(|s| !s.is_normal()) {
             return Err(invalid("pixel_std must be non-zero".to_string()));

@@ -3,6 +3,7 @@
 mod decoder;
 mod encoder;
 pub mod manifest;
+mod pool;
 pub mod preprocess;
 pub mod prompt;
 mod resample;
@@ -33,6 +34,19 @@ pub enum ModelError {
     Prompt { index: usize, error: PromptError },
 }
 
+/// How many ONNX Runtime sessions of each network to open: runs of one network that can be in flight at once.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionCounts {
+    pub encoder: usize,
+    pub decoder: usize,
+}
+
+impl Default for SessionCounts {
+    fn default() -> Self {
+        Self { encoder: 1, decoder: 1 }
+    }
+}
+
 /// A loaded SAM-family model: image encoder and prompt decoder.
 pub struct SamModel {
     pub manifest: Manifest,
@@ -42,19 +56,12 @@ pub struct SamModel {
 
 impl SamModel {
     /// Loads `<folder>/model.toml` and its ONNX files; shapes come from the ONNX files.
-    pub fn load(folder: &Path, runtime: &Runtime) -> Result<Self, ModelError> {
+    pub fn load(folder: &Path, runtime: &Runtime, sessions: SessionCounts) -> Result<Self, ModelError> {
         let manifest = Manifest::load(folder)?;
-        let encoder = Encoder::new(open_session(runtime, &manifest.encoder)?, &manifest)?;
-        let decoder = Decoder::new(
-            open_session(runtime, &manifest.decoder)?,
-            &manifest,
-            encoder.embedding_shape(),
-        )?;
-        Ok(Self {
-            manifest,
-            encoder,
-            decoder,
-        })
+        let encoder = Encoder::new(open_sessions(runtime, &manifest.encoder, sessions.encoder)?, &manifest)?;
+        let decoder_sessions = open_sessions(runtime, &manifest.decoder, sessions.decoder)?;
+        let decoder = Decoder::new(decoder_sessions, &manifest, encoder.embedding_shape())?;
+        Ok(Self { manifest, encoder, decoder })
     }
 
     pub fn name(&self) -> &str {
@@ -62,29 +69,16 @@ impl SamModel {
     }
 }
 
-fn open_session(runtime: &Runtime, file: &Path) -> Result<Session, ModelError> {
-    runtime.session(file).map_err(|error| ModelError::Load {
-        file: file.display().to_string(),
-        error,
-    })
+fn open_sessions(runtime: &Runtime, file: &Path, count: usize) -> Result<Vec<Session>, ModelError> {
+    (0..count.max(1))
+        .map(|_| runtime.session(file).map_err(|error| ModelError::Load { file: file.display().to_string(), error }))
+        .collect()
 }
 
 /// The static dimensions of a session input or output (`None` for a dynamic one), or a contract error.
 fn static_dims(outlets: &[ort::value::Outlet], name: &str, file: &Path) -> Result<Vec<Option<usize>>, ModelError> {
-    let contract = |message: String| ModelError::Contract {
-        file: file.display().to_string(),
-        message,
-    };
-    let outlet = outlets
-        .iter()
-        .find(|o| o.name() == name)
-        .ok_or_else(|| contract(format!("it has no `{name}`")))?;
-    let shape = outlet
-        .dtype()
-        .tensor_shape()
-        .ok_or_else(|| contract(format!("`{name}` is not a tensor")))?;
-    Ok(shape
-        .iter()
-        .map(|&d| usize::try_from(d).ok().filter(|&d| d > 0))
-        .collect())
+    let contract = |message: String| ModelError::Contract { file: file.display().to_string(), message };
+    let outlet = outlets.iter().find(|o| o.name() == name).ok_or_else(|| contract(format!("it has no `{name}`")))?;
+    let shape = outlet.dtype().tensor_shape().ok_or_else(|| contract(format!("`{name}` is not a tensor")))?;
+    Ok(shape.iter().map(|&d| usize::try_from(d).ok().filter(|&d| d > 0)).collect())
 }

@@ -37,13 +37,7 @@ pub fn normalize_and_pad(resized: &RgbImage, input_size: usize, mean: [f32; 3], 
     let mut tensor = Array4::<f32>::zeros((1, 3, input_size, input_size));
     let width = resized.width() as usize;
     let inverse_std = std.map(|s| 1.0 / s);
-    for (channel, mut plane) in tensor
-        .outer_iter_mut()
-        .next()
-        .expect("batch of one")
-        .outer_iter_mut()
-        .enumerate()
-    {
+    for (channel, mut plane) in tensor.outer_iter_mut().next().expect("batch of one").outer_iter_mut().enumerate() {
         for (y, source_row) in resized.as_raw().chunks_exact(width * 3).enumerate() {
             let mut row = plane.row_mut(y);
             let row = row.as_slice_mut().expect("standard layout");
@@ -62,19 +56,13 @@ mod tests {
     #[test]
     fn resized_size_rounds_half_up_like_the_official_transform() {
         // Values computed with segment_anything.utils.transforms.ResizeLongestSide.get_preprocess_shape.
-        assert_eq!(
-            resized_size(ImageSize::new(1500, 2250), 1024),
-            ImageSize::new(683, 1024)
-        );
+        assert_eq!(resized_size(ImageSize::new(1500, 2250), 1024), ImageSize::new(683, 1024));
         assert_eq!(resized_size(ImageSize::new(427, 640), 1024), ImageSize::new(683, 1024));
         assert_eq!(resized_size(ImageSize::new(520, 300), 256), ImageSize::new(256, 148));
         assert_eq!(resized_size(ImageSize::new(23, 37), 256), ImageSize::new(159, 256));
         assert_eq!(resized_size(ImageSize::new(1, 3), 1024), ImageSize::new(341, 1024));
         assert_eq!(resized_size(ImageSize::new(2, 3), 1024), ImageSize::new(683, 1024));
-        assert_eq!(
-            resized_size(ImageSize::new(1024, 1024), 1024),
-            ImageSize::new(1024, 1024)
-        );
+        assert_eq!(resized_size(ImageSize::new(1024, 1024), 1024), ImageSize::new(1024, 1024));
     }
 
     #[test]

@@ -56,21 +56,11 @@ pub enum PromptError {
     #[error("coordinates must be finite numbers")]
     NotFinite,
     #[error("point ({x}, {y}) is outside the {width}x{height} image")]
-    PointOutside {
-        x: f64,
-        y: f64,
-        width: usize,
-        height: usize,
-    },
+    PointOutside { x: f64, y: f64, width: usize, height: usize },
     #[error("box [{0}, {1}, {2}, {3}] is invalid: it needs x0 <= x1 and y0 <= y1 inside the image")]
     BadBox(f64, f64, f64, f64),
     #[error("mask_input is {got_height}x{got_width}, the model expects {height}x{width} low-res logits")]
-    MaskInputShape {
-        got_height: usize,
-        got_width: usize,
-        height: usize,
-        width: usize,
-    },
+    MaskInputShape { got_height: usize, got_width: usize, height: usize, width: usize },
 }
 
 impl Prompt {
@@ -138,11 +128,7 @@ impl Prompt {
             None => slots.push((0.0, 0.0, -1.0)),
         }
         for (i, (x, y, label)) in slots.into_iter().enumerate() {
-            let transformed = if label < 0.0 {
-                (0.0, 0.0)
-            } else {
-                (x * scale_x, y * scale_y)
-            };
+            let transformed = if label < 0.0 { (0.0, 0.0) } else { (x * scale_x, y * scale_y) };
             coords[[i, 0]] = transformed.0 as f32;
             coords[[i, 1]] = transformed.1 as f32;
             labels[i] = label;
@@ -170,10 +156,7 @@ mod tests {
     #[test]
     fn points_without_box_get_the_padding_point() {
         let prompt = Prompt {
-            points: vec![
-                point(100.0, 50.0, PointLabel::Foreground),
-                point(10.5, 20.25, PointLabel::Background),
-            ],
+            points: vec![point(100.0, 50.0, PointLabel::Foreground), point(10.5, 20.25, PointLabel::Background)],
             ..Prompt::default()
         };
         // 1500x2250 -> 683x1024, as ResizeLongestSide(1024).apply_coords scales x by 1024/2250 and y by 683/1500.
@@ -205,20 +188,11 @@ mod tests {
         let low_res = ImageSize::new(64, 64);
         let check = |prompt: Prompt| prompt.validate(image, low_res);
         assert_eq!(check(Prompt::default()), Err(PromptError::Empty));
-        let outside = Prompt {
-            points: vec![point(201.0, 5.0, PointLabel::Foreground)],
-            ..Prompt::default()
-        };
+        let outside = Prompt { points: vec![point(201.0, 5.0, PointLabel::Foreground)], ..Prompt::default() };
         assert!(matches!(check(outside), Err(PromptError::PointOutside { .. })));
-        let nan = Prompt {
-            points: vec![point(f64::NAN, 5.0, PointLabel::Foreground)],
-            ..Prompt::default()
-        };
+        let nan = Prompt { points: vec![point(f64::NAN, 5.0, PointLabel::Foreground)], ..Prompt::default() };
         assert_eq!(check(nan), Err(PromptError::NotFinite));
-        let flipped = Prompt {
-            bbox: Some([50.0, 10.0, 40.0, 20.0]),
-            ..Prompt::default()
-        };
+        let flipped = Prompt { bbox: Some([50.0, 10.0, 40.0, 20.0]), ..Prompt::default() };
         assert!(matches!(check(flipped), Err(PromptError::BadBox(..))));
         let wrong_mask = Prompt {
             bbox: Some([0.0, 0.0, 200.0, 100.0]),
@@ -226,10 +200,7 @@ mod tests {
             ..Prompt::default()
         };
         assert!(matches!(check(wrong_mask), Err(PromptError::MaskInputShape { .. })));
-        let edge = Prompt {
-            points: vec![point(200.0, 100.0, PointLabel::Background)],
-            ..Prompt::default()
-        };
+        let edge = Prompt { points: vec![point(200.0, 100.0, PointLabel::Background)], ..Prompt::default() };
         assert_eq!(check(edge), Ok(()));
         assert_eq!(PointLabel::from_code(2), Err(PromptError::UnknownLabel(2)));
     }

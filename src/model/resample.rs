@@ -27,9 +27,8 @@ fn coefficients(input_len: usize, output_len: usize) -> Coefficients {
         let center = (out as f64 + 0.5) * scale;
         let min = ((center - support + 0.5) as i64).max(0) as usize;
         let max = ((center + support + 0.5) as i64).min(input_len as i64) as usize;
-        let raw: Vec<f64> = (min..max)
-            .map(|x| (1.0 - ((x as f64 - center + 0.5) / filter_scale).abs()).max(0.0))
-            .collect();
+        let raw: Vec<f64> =
+            (min..max).map(|x| (1.0 - ((x as f64 - center + 0.5) / filter_scale).abs()).max(0.0)).collect();
         let total: f64 = raw.iter().sum();
         let fixed = raw
             .iter()
@@ -58,23 +57,21 @@ pub fn resize_rgb8(input: &[u8], width: usize, height: usize, new_width: usize, 
     } else {
         let columns = coefficients(width, new_width);
         let mut out = vec![0u8; new_width * 3 * height];
-        out.par_chunks_mut(new_width * 3)
-            .zip(input.par_chunks(width * 3))
-            .for_each(|(target, source)| {
-                for (x, pixel) in target.chunks_exact_mut(3).enumerate() {
-                    let start = columns.first[x];
-                    let mut sums = [HALF; 3];
-                    for (i, &w) in columns.weights[x].iter().enumerate() {
-                        let p = &source[(start + i) * 3..][..3];
-                        for c in 0..3 {
-                            sums[c] += i32::from(p[c]) * w;
-                        }
-                    }
+        out.par_chunks_mut(new_width * 3).zip(input.par_chunks(width * 3)).for_each(|(target, source)| {
+            for (x, pixel) in target.chunks_exact_mut(3).enumerate() {
+                let start = columns.first[x];
+                let mut sums = [HALF; 3];
+                for (i, &w) in columns.weights[x].iter().enumerate() {
+                    let p = &source[(start + i) * 3..][..3];
                     for c in 0..3 {
-                        pixel[c] = clip8(sums[c]);
+                        sums[c] += i32::from(p[c]) * w;
                     }
                 }
-            });
+                for c in 0..3 {
+                    pixel[c] = clip8(sums[c]);
+                }
+            }
+        });
         out
     };
     if new_height == height {
@@ -116,9 +113,7 @@ mod tests {
             .flat_map(|y| (0..5usize).flat_map(move |x| [(x * 50) as u8, (y * 80) as u8, ((x * y * 17) % 256) as u8]))
             .collect();
         let output = resize_rgb8(&input, 5, 4, 3, 2);
-        let expected: [u8; 18] = [
-            21, 57, 5, 100, 57, 24, 179, 57, 43, 21, 183, 17, 100, 183, 78, 179, 183, 139,
-        ];
+        let expected: [u8; 18] = [21, 57, 5, 100, 57, 24, 179, 57, 43, 21, 183, 17, 100, 183, 78, 179, 183, 139];
         assert_eq!(output, expected);
     }
 }

@@ -43,9 +43,7 @@ pub struct Runtime {
 impl Runtime {
     /// Loads the library: `library` (from `--ort-lib` / `ORT_DYLIB_PATH`) or else the one `cargo build` fetched.
     pub fn load(library: Option<&Path>, device: Device, intra_threads: Option<usize>) -> Result<Self, RuntimeError> {
-        let path = library
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from(BUNDLED_LIBRARY));
+        let path = library.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(BUNDLED_LIBRARY));
         if !path.exists() {
             return Err(RuntimeError::LibraryMissing(path));
         }
@@ -56,11 +54,7 @@ impl Runtime {
             Device::Auto => vec![ep::CUDA::default().build()],
             Device::Cuda => vec![ep::CUDA::default().build().error_on_failure()],
         };
-        Ok(Self {
-            environment,
-            providers,
-            intra_threads,
-        })
+        Ok(Self { environment, providers, intra_threads })
     }
 
     /// Opens one ONNX file as a session with this runtime's providers (the CPU always last, as the fallback).

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use samserve::model::{Device, Runtime, SamModel};
+use samserve::model::{Device, Runtime, SamModel, SessionCounts};
 
 pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures")
@@ -17,7 +17,8 @@ pub fn runtime() -> &'static Runtime {
 }
 
 pub fn load_model(name: &str) -> SamModel {
-    SamModel::load(&fixtures().join("models").join(name), runtime()).unwrap_or_else(|e| panic!("{e}"))
+    SamModel::load(&fixtures().join("models").join(name), runtime(), SessionCounts::default())
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 pub fn read_json(name: &str) -> serde_json::Value {
