@@ -20,7 +20,7 @@ impl Default for ImageLimits {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ImageError {
     #[error("the image is empty (zero bytes)")]
     Empty,

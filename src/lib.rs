@@ -4,7 +4,10 @@
 //! bytes -> [`image_input`] -> [`model::preprocess`] -> encoder -> [`model::Embedding`]
 //! prompt -> [`model::prompt`] -> decoder -> low-res logits -> [`mask`] -> encodings ([`segment`]).
 
+pub mod engine;
+pub mod http;
 pub mod image_input;
 pub mod mask;
+pub mod metrics;
 pub mod model;
 pub mod segment;

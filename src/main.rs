@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use clap::{Args, Parser, Subcommand};
+use samserve::http::ServeOptions;
 use samserve::image_input::{ImageLimits, decode_image};
 use samserve::model::{Device, Point, PointLabel, Prompt, Runtime, SamModel, SessionCounts};
 use samserve::segment::{OutputFormat, SegmentOptions, segment};
@@ -36,6 +37,8 @@ struct RuntimeArgs {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the REST API (shared/API.md) until SIGTERM or Ctrl-C.
+    Serve(ServeOptions),
     /// Segment one image with point and box prompts; writes a PNG mask or, with --json, the API's result JSON.
     Segment(SegmentArgs),
 }
@@ -125,16 +128,25 @@ fn run_segment(runtime: &Runtime, args: &SegmentArgs) -> Result<()> {
     Ok(())
 }
 
+/// Logs go to stderr: plain text, or JSON lines with LOG_FORMAT=json; the level comes from RUST_LOG.
+fn init_logging(default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::env::var("LOG_FORMAT").is_ok_and(|format| format.eq_ignore_ascii_case("json")) {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_logging(if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" });
     let outcome = Runtime::load(cli.runtime.ort_lib.as_deref(), cli.runtime.device, cli.runtime.threads)
         .map_err(anyhow::Error::from)
-        .and_then(|runtime| match &cli.command {
-            Command::Segment(args) => run_segment(&runtime, args),
+        .and_then(|runtime| match cli.command {
+            Command::Serve(options) => actix_web::rt::System::new().block_on(samserve::http::serve(runtime, options)),
+            Command::Segment(args) => run_segment(&runtime, &args),
         });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

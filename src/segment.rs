@@ -15,7 +15,7 @@ use crate::model::{Embedding, ModelError, Prompt, SamModel};
 pub const STABILITY_SCORE_OFFSET: f32 = 1.0;
 
 /// The encodings a caller can ask for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OutputFormat {
     /// COCO compressed RLE, as pycocotools writes it.
@@ -35,14 +35,14 @@ pub struct SegmentOptions {
     pub outputs: Vec<OutputFormat>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LowResLogits {
     pub size: [usize; 2],
     pub data: String,
 }
 
 /// One returned mask, with the fields of the API's `masks` entries.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MaskResult {
     /// Predicted IoU.
     pub score: f32,
@@ -64,7 +64,7 @@ pub struct MaskResult {
 }
 
 /// The answer to one prompt: masks sorted by score, best first.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PromptResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logits_id: Option<String>,

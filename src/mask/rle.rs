@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::BinaryMask;
 
 /// `{"size": [h, w], "counts": "..."}`: column-major run lengths, starting with a run of zeros.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CocoRle {
     pub size: [usize; 2],
     pub counts: String,

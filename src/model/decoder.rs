@@ -70,6 +70,16 @@ impl Decoder {
         Ok(Self { sessions: SessionPool::new(sessions), has_orig_im_size, batches_prompts, low_res_size })
     }
 
+    /// Whether the graph takes `orig_im_size` (the official export) rather than being a lean export.
+    pub fn takes_orig_im_size(&self) -> bool {
+        self.has_orig_im_size
+    }
+
+    /// Whether many prompts share one run (a dynamic prompt axis).
+    pub fn batches_prompts(&self) -> bool {
+        self.batches_prompts
+    }
+
     /// The size of the low-res logits (`mask_input` and `low_res_masks`).
     pub fn low_res_size(&self) -> ImageSize {
         self.low_res_size

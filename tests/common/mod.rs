@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+pub mod server;
+
 use samserve::model::{Device, Runtime, SamModel, SessionCounts};
 
 pub fn fixtures() -> PathBuf {

@@ -1,0 +1,296 @@
+//! The one place that owns the models and the caches, and schedules work on them.
+//!
+//! Encoding: uploads are content-addressed; a cached image is answered at once, concurrent uploads of the same
+//! image share one encoder run (single flight), and a bounded queue in front of a fixed number of encoder slots
+//! sheds load with [`EngineError::Overloaded`] instead of letting requests pile up. Decoding: a fixed number of
+//! decoder slots, each request's prompts decoded together. All model work runs on blocking threads, never on the
+//! async executor. An encode that was accepted runs to completion and fills the cache even if its caller leaves.
+
+mod cache;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
+use ndarray::Array2;
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use crate::image_input::{ImageError, ImageLimits, decode_image};
+use crate::metrics::Metrics;
+use crate::model::{Embedding, ModelError, Prompt, PromptError, SamModel};
+use crate::segment::{PromptResult, SegmentOptions, segment};
+use cache::ByteLru;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub embedding_cache_bytes: usize,
+    pub logits_cache_bytes: usize,
+    /// Images that may wait for a busy encoder; one more is refused with `Overloaded`.
+    pub encoder_queue: usize,
+    /// Encoder runs in flight at once (over all models).
+    pub encoder_slots: usize,
+    /// Segment calls in flight at once (over all models).
+    pub decoder_slots: usize,
+    pub image_limits: ImageLimits,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EngineError {
+    #[error("no model named {0:?} is loaded")]
+    ModelNotFound(String),
+    #[error("no image {0:?} (never uploaded, deleted or evicted from the cache)")]
+    ImageNotFound(String),
+    #[error("no logits {0:?} for mask_input (unknown or evicted from the cache)")]
+    LogitsNotFound(String),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("prompt {index}: {error}")]
+    Prompt { index: usize, error: PromptError },
+    #[error("the encoder is busy and its queue is full ({waiting} images waiting); retry later")]
+    Overloaded { waiting: usize },
+    #[error("inference failed: {0}")]
+    Inference(String),
+}
+
+impl From<ModelError> for EngineError {
+    fn from(error: ModelError) -> Self {
+        match error {
+            ModelError::Prompt { index, error } => Self::Prompt { index, error },
+            other => Self::Inference(other.to_string()),
+        }
+    }
+}
+
+/// An encoded image in the cache.
+#[derive(Debug)]
+pub struct ImageRecord {
+    pub image_id: String,
+    pub model: String,
+    pub width: usize,
+    pub height: usize,
+    pub embedding: Embedding,
+    /// Image decoding + preprocessing + encoder time, in milliseconds.
+    pub encode_ms: f64,
+}
+
+/// What an upload got: the record, and whether it was already there (no encoder run for this request).
+pub struct Upload {
+    pub record: Arc<ImageRecord>,
+    pub cached: bool,
+}
+
+/// The answer to a segment call.
+pub struct Segmentation {
+    pub record: Arc<ImageRecord>,
+    pub results: Vec<PromptResult>,
+    pub decode_ms: f64,
+}
+
+/// One prompt of a segment call: `mask_input` names logits from an earlier answer (`logits_id`).
+pub struct PromptRequest {
+    pub prompt: Prompt,
+    pub mask_input: Option<String>,
+}
+
+type SharedEncode = Shared<BoxFuture<'static, Result<Arc<ImageRecord>, EngineError>>>;
+
+pub struct Engine {
+    models: BTreeMap<String, Arc<SamModel>>,
+    default_model: String,
+    config: EngineConfig,
+    metrics: Arc<Metrics>,
+    embeddings: Mutex<ByteLru<String, Arc<ImageRecord>>>,
+    logits: Mutex<ByteLru<String, Arc<Array2<f32>>>>,
+    encoding: Mutex<HashMap<String, SharedEncode>>,
+    /// Encodes admitted and not finished (waiting or running).
+    pending: AtomicUsize,
+    encoder_slots: Arc<Semaphore>,
+    decoder_slots: Arc<Semaphore>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Content address of an image for a model: the same bytes give the same id (per model, as embeddings differ).
+fn image_id(model: &str, bytes: &[u8]) -> String {
+    let digest = Sha256::new().chain_update(model.as_bytes()).chain_update([0]).chain_update(bytes).finalize();
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Engine {
+    /// `models` must not be empty; `default_model` must be one of them.
+    pub fn new(models: Vec<SamModel>, default_model: String, config: EngineConfig, metrics: Arc<Metrics>) -> Self {
+        let models: BTreeMap<String, Arc<SamModel>> =
+            models.into_iter().map(|model| (model.name().to_string(), Arc::new(model))).collect();
+        assert!(models.contains_key(&default_model), "the default model is loaded");
+        Self {
+            embeddings: Mutex::new(ByteLru::new(config.embedding_cache_bytes)),
+            logits: Mutex::new(ByteLru::new(config.logits_cache_bytes)),
+            encoding: Mutex::new(HashMap::new()),
+            pending: AtomicUsize::new(0),
+            encoder_slots: Arc::new(Semaphore::new(config.encoder_slots.max(1))),
+            decoder_slots: Arc::new(Semaphore::new(config.decoder_slots.max(1))),
+            models,
+            default_model,
+            config,
+            metrics,
+        }
+    }
+
+    pub fn models(&self) -> impl Iterator<Item = &SamModel> {
+        self.models.values().map(Arc::as_ref)
+    }
+
+    pub fn default_model(&self) -> &str {
+        &self.default_model
+    }
+
+    fn model(&self, name: Option<&str>) -> Result<Arc<SamModel>, EngineError> {
+        let name = name.unwrap_or(&self.default_model);
+        self.models.get(name).cloned().ok_or_else(|| EngineError::ModelNotFound(name.to_string()))
+    }
+
+    /// Decodes and encodes an uploaded image once, or finds it in the cache.
+    pub async fn add_image(self: &Arc<Self>, model: Option<&str>, bytes: Vec<u8>) -> Result<Upload, EngineError> {
+        let model = self.model(model)?;
+        let id = image_id(model.name(), &bytes);
+        let (encode, leader) = {
+            // Holding `encoding` while looking in the cache: a finished encode is in the cache before it leaves
+            // `encoding`, so no upload can miss both and start a second run.
+            let mut encoding = lock(&self.encoding);
+            if let Some(record) = lock(&self.embeddings).get(&id, &self.metrics.embedding_cache) {
+                return Ok(Upload { record, cached: true });
+            }
+            match encoding.get(&id) {
+                Some(running) => (running.clone(), false),
+                None => {
+                    // Admission happens under the `encoding` lock, so the count cannot race past the bound.
+                    let pending = self.pending.load(Ordering::SeqCst);
+                    let slots = self.config.encoder_slots.max(1);
+                    if pending >= slots + self.config.encoder_queue {
+                        self.metrics.load_shed.inc();
+                        return Err(EngineError::Overloaded { waiting: pending.saturating_sub(slots) });
+                    }
+                    self.pending.fetch_add(1, Ordering::SeqCst);
+                    self.metrics.encoder_queue_depth.inc();
+                    let engine = Arc::clone(self);
+                    let run = engine.encode(model, id.clone(), bytes).boxed().shared();
+                    encoding.insert(id, run.clone());
+                    // Driven on its own, so the work finishes even if every caller goes away.
+                    tokio::spawn(run.clone());
+                    (run, true)
+                }
+            }
+        };
+        let record = encode.await?;
+        Ok(Upload { record, cached: !leader })
+    }
+
+    async fn encode(
+        self: Arc<Self>,
+        model: Arc<SamModel>,
+        id: String,
+        bytes: Vec<u8>,
+    ) -> Result<Arc<ImageRecord>, EngineError> {
+        let slot = Arc::clone(&self.encoder_slots).acquire_owned().await.expect("the semaphore is never closed");
+        self.metrics.encoder_queue_depth.dec();
+        self.metrics.encoder_in_flight.inc();
+        let (limits, metrics, record_id) = (self.config.image_limits, Arc::clone(&self.metrics), id.clone());
+        let outcome = tokio::task::spawn_blocking(move || -> Result<ImageRecord, EngineError> {
+            let started = Instant::now();
+            let image = decode_image(&bytes, &limits)?;
+            let embedding = model.encoder.encode(&image)?;
+            let seconds = started.elapsed().as_secs_f64();
+            metrics.encoder_runs.with_label_values(&[model.name()]).inc();
+            metrics.encoder_seconds.with_label_values(&[model.name()]).observe(seconds);
+            Ok(ImageRecord {
+                image_id: record_id,
+                model: model.name().to_string(),
+                width: image.width() as usize,
+                height: image.height() as usize,
+                embedding,
+                encode_ms: seconds * 1e3,
+            })
+        })
+        .await
+        .unwrap_or_else(|panic| Err(EngineError::Inference(format!("the encoder thread failed: {panic}"))));
+        self.metrics.encoder_in_flight.dec();
+        drop(slot);
+        self.pending.fetch_sub(1, Ordering::SeqCst);
+        let outcome = outcome.map(Arc::new);
+        if let Ok(record) = &outcome {
+            let size = record.embedding.size_in_bytes();
+            lock(&self.embeddings).insert(id.clone(), Arc::clone(record), size, &self.metrics.embedding_cache);
+        }
+        lock(&self.encoding).remove(&id);
+        outcome
+    }
+
+    /// The cached record of an image, without touching its recency.
+    pub fn image(&self, image_id: &str) -> Option<Arc<ImageRecord>> {
+        lock(&self.embeddings).peek(&image_id.to_string())
+    }
+
+    /// Frees an image's embedding; false if it was not there.
+    pub fn remove_image(&self, image_id: &str) -> bool {
+        lock(&self.embeddings).remove(&image_id.to_string(), &self.metrics.embedding_cache)
+    }
+
+    /// Decodes prompts against a cached image; each result gets a `logits_id` for later refinement.
+    pub async fn segment(
+        &self,
+        image_id: &str,
+        requests: Vec<PromptRequest>,
+        options: SegmentOptions,
+    ) -> Result<Segmentation, EngineError> {
+        let record = lock(&self.embeddings)
+            .get(&image_id.to_string(), &self.metrics.embedding_cache)
+            .ok_or_else(|| EngineError::ImageNotFound(image_id.to_string()))?;
+        self.segment_record(record, requests, options).await
+    }
+
+    /// [`Engine::segment`] for a record in hand (an upload just made), whatever the cache has done since.
+    pub async fn segment_record(
+        &self,
+        record: Arc<ImageRecord>,
+        requests: Vec<PromptRequest>,
+        options: SegmentOptions,
+    ) -> Result<Segmentation, EngineError> {
+        let mut prompts = Vec::with_capacity(requests.len());
+        for PromptRequest { mut prompt, mask_input } in requests {
+            if let Some(logits_id) = mask_input {
+                let logits = lock(&self.logits).get(&logits_id, &self.metrics.logits_cache);
+                prompt.mask_input = Some(logits.ok_or(EngineError::LogitsNotFound(logits_id))?);
+            }
+            prompts.push(prompt);
+        }
+        let model = self.model(Some(&record.model))?;
+        let _slot = self.decoder_slots.acquire().await.expect("the semaphore is never closed");
+        let (metrics, job_record) = (Arc::clone(&self.metrics), Arc::clone(&record));
+        let (mut results, decode_ms) = tokio::task::spawn_blocking(move || -> Result<_, EngineError> {
+            let started = Instant::now();
+            let results = segment(&model, &job_record.embedding, &prompts, &options)?;
+            let seconds = started.elapsed().as_secs_f64();
+            metrics.decoder_runs.with_label_values(&[model.name()]).inc();
+            metrics.decoder_seconds.with_label_values(&[model.name()]).observe(seconds);
+            Ok((results, seconds * 1e3))
+        })
+        .await
+        .unwrap_or_else(|panic| Err(EngineError::Inference(format!("the decoder thread failed: {panic}"))))?;
+        let mut logits = lock(&self.logits);
+        for result in &mut results {
+            if let Some(best) = result.masks.first() {
+                let logits_id = uuid::Uuid::new_v4().simple().to_string();
+                let size = best.low_res.len() * std::mem::size_of::<f32>();
+                logits.insert(logits_id.clone(), Arc::clone(&best.low_res), size, &self.metrics.logits_cache);
+                result.logits_id = Some(logits_id);
+            }
+        }
+        Ok(Segmentation { record, results, decode_ms })
+    }
+}

@@ -1,0 +1,319 @@
+//! The HTTP service (shared/API.md): actix-web, one module per route group, one error type.
+
+mod body;
+mod error;
+mod images;
+mod ops;
+mod segment;
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::{Next, from_fn};
+use actix_web::web::{self, Data};
+use actix_web::{App, HttpServer};
+use anyhow::{Context, bail};
+use utoipa::OpenApi;
+
+pub use error::ApiError;
+
+use crate::engine::{Engine, EngineConfig};
+use crate::image_input::ImageLimits;
+use crate::metrics::Metrics;
+use crate::model::manifest::MANIFEST_FILE;
+use crate::model::{Runtime, SamModel, SessionCounts};
+
+/// Options of `samserve serve`; each is also an environment variable.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeOptions {
+    /// Address to listen on.
+    #[arg(long, env = "SAMSERVE_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0 picks a free one; the address is printed).
+    #[arg(long, env = "SAMSERVE_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// A model folder to load (model.toml + ONNX files); repeatable. Without it, every model folder in --models.
+    #[arg(long = "model-dir", env = "SAMSERVE_MODEL_DIR", value_delimiter = ',')]
+    pub model_dirs: Vec<PathBuf>,
+    /// A directory of model folders, loaded when no --model-dir is given.
+    #[arg(long, env = "SAMSERVE_MODELS", default_value = "models")]
+    pub models: PathBuf,
+    /// The model used when a request names none (default: the first loaded, by name).
+    #[arg(long, env = "SAMSERVE_DEFAULT_MODEL")]
+    pub default_model: Option<String>,
+    /// Memory for cached image embeddings, in MiB (least recently used are evicted).
+    #[arg(long, env = "SAMSERVE_CACHE_MB", default_value_t = 1024)]
+    pub cache_mb: usize,
+    /// Memory for cached low-res logits (mask_input refinement), in MiB.
+    #[arg(long, env = "SAMSERVE_LOGITS_CACHE_MB", default_value_t = 128)]
+    pub logits_cache_mb: usize,
+    /// Encoder runs in flight at once (one ONNX Runtime encoder session per model each).
+    #[arg(long, env = "SAMSERVE_ENCODER_SESSIONS", default_value_t = 1)]
+    pub encoder_sessions: usize,
+    /// Uploads that may wait for the encoder; more are refused at once with 503 and Retry-After.
+    #[arg(long, env = "SAMSERVE_ENCODER_QUEUE", default_value_t = 32)]
+    pub encoder_queue: usize,
+    /// Decoder sessions per model: segment requests decoded at once.
+    #[arg(long, env = "SAMSERVE_DECODER_SESSIONS", default_value_t = 2)]
+    pub decoder_sessions: usize,
+    /// Largest request body (an image upload), in MiB.
+    #[arg(long, env = "SAMSERVE_MAX_BODY_MB", default_value_t = 50)]
+    pub max_body_mb: usize,
+    /// Largest JSON body of a segment request, in KiB.
+    #[arg(long, env = "SAMSERVE_MAX_JSON_KB", default_value_t = 1024)]
+    pub max_json_kb: usize,
+    /// Largest decoded image, in pixels (checked from the header, before decoding).
+    #[arg(long, env = "SAMSERVE_MAX_PIXELS", default_value_t = 50_000_000)]
+    pub max_pixels: u64,
+    /// Most prompts in one segment request.
+    #[arg(long, env = "SAMSERVE_MAX_PROMPTS", default_value_t = 256)]
+    pub max_prompts: usize,
+    /// Time limit of one request, in seconds (then 503 with Retry-After; accepted encodes still finish and are cached).
+    #[arg(long, env = "SAMSERVE_REQUEST_TIMEOUT_S", default_value_t = 60.0)]
+    pub request_timeout_s: f64,
+    /// HTTP worker threads (default: one per CPU core). Model work runs on its own threads.
+    #[arg(long, env = "SAMSERVE_WORKERS")]
+    pub workers: Option<usize>,
+    /// Seconds that in-flight requests get to finish after SIGTERM or Ctrl-C.
+    #[arg(long, env = "SAMSERVE_SHUTDOWN_TIMEOUT_S", default_value_t = 30)]
+    pub shutdown_timeout_s: u64,
+}
+
+/// Limits the handlers apply.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    pub max_body_bytes: usize,
+    pub max_json_bytes: usize,
+    pub max_prompts: usize,
+    pub request_timeout: Duration,
+}
+
+/// What every handler gets: the engine once the models are loaded, the metrics and the limits.
+pub struct AppState {
+    engine: OnceLock<Arc<Engine>>,
+    metrics: Arc<Metrics>,
+    limits: HttpLimits,
+}
+
+impl AppState {
+    /// The engine, or 503 `not_ready` while the models load.
+    fn engine(&self) -> Result<Arc<Engine>, ApiError> {
+        self.engine.get().cloned().ok_or_else(ApiError::not_ready)
+    }
+
+    /// Runs `work` under the per-request time limit.
+    async fn within_time_limit<T>(&self, work: impl Future<Output = T>) -> Result<T, ApiError> {
+        tokio::time::timeout(self.limits.request_timeout, work)
+            .await
+            .map_err(|_| ApiError::timeout(self.limits.request_timeout.as_secs_f64()))
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "samserve", description = "Promptable image segmentation (Segment Anything) over HTTP"),
+    paths(
+        images::upload,
+        images::metadata,
+        images::remove,
+        segment::segment_image,
+        segment::segment_once,
+        ops::models,
+        ops::healthz,
+        ops::readyz,
+        ops::metrics,
+        ops::openapi
+    )
+)]
+pub struct ApiDoc;
+
+/// The model folders to load: the --model-dir list, or every folder with a model.toml in --models.
+fn model_folders(options: &ServeOptions) -> anyhow::Result<Vec<PathBuf>> {
+    if !options.model_dirs.is_empty() {
+        return Ok(options.model_dirs.clone());
+    }
+    let listing = std::fs::read_dir(&options.models).with_context(|| {
+        format!("no --model-dir given and cannot read the models directory {}", options.models.display())
+    })?;
+    let mut folders: Vec<PathBuf> =
+        listing.filter_map(|entry| entry.ok().map(|e| e.path())).filter(|p| p.join(MANIFEST_FILE).is_file()).collect();
+    folders.sort();
+    if folders.is_empty() {
+        bail!("no model folders (with {MANIFEST_FILE}) in {}; pass --model-dir", options.models.display());
+    }
+    Ok(folders)
+}
+
+fn load_engine(
+    runtime: &Runtime,
+    options: &ServeOptions,
+    folders: &[PathBuf],
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Engine> {
+    let sessions = SessionCounts { encoder: options.encoder_sessions, decoder: options.decoder_sessions };
+    let models = folders
+        .iter()
+        .map(|folder| {
+            let started = Instant::now();
+            let model = SamModel::load(folder, runtime, sessions).with_context(|| format!("loading {}", folder.display()))?;
+            tracing::info!(model = model.name(), folder = %folder.display(), seconds = started.elapsed().as_secs_f64(), "model loaded");
+            Ok(model)
+        })
+        .collect::<anyhow::Result<Vec<SamModel>>>()?;
+    let default_model = match &options.default_model {
+        Some(name) if models.iter().any(|m| m.name() == name) => name.clone(),
+        Some(name) => bail!("--default-model {name:?} is not among the loaded models"),
+        None => models.iter().map(|m| m.name().to_string()).min().context("no model loaded")?,
+    };
+    let config = EngineConfig {
+        embedding_cache_bytes: options.cache_mb << 20,
+        logits_cache_bytes: options.logits_cache_mb << 20,
+        encoder_queue: options.encoder_queue,
+        encoder_slots: options.encoder_sessions,
+        decoder_slots: options.decoder_sessions * folders.len(),
+        image_limits: ImageLimits { max_bytes: options.max_body_mb << 20, max_pixels: options.max_pixels },
+    };
+    Ok(Engine::new(models, default_model, config, metrics))
+}
+
+/// Counts, times and logs every request by its route pattern (not its raw path, to keep label sets small).
+async fn observe(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let metrics = Arc::clone(&request.app_data::<Data<AppState>>().expect("state is registered").metrics);
+    let route = request.match_pattern().unwrap_or_else(|| "unmatched".to_string());
+    let method = request.method().to_string();
+    metrics.http_in_flight.inc();
+    // Decrements even if the client goes away and the future is dropped.
+    struct InFlight(Arc<Metrics>);
+    impl Drop for InFlight {
+        fn drop(&mut self) {
+            self.0.http_in_flight.dec();
+        }
+    }
+    let _in_flight = InFlight(Arc::clone(&metrics));
+    let started = Instant::now();
+    let response = next.call(request).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let status = response.status().as_u16().to_string();
+    metrics.http_requests.with_label_values(&[route.as_str(), method.as_str(), status.as_str()]).inc();
+    metrics.http_duration.with_label_values(&[route.as_str(), method.as_str()]).observe(seconds);
+    tracing::info!(%method, %route, %status, ms = seconds * 1e3, "request");
+    Ok(response)
+}
+
+fn routes(config: &mut web::ServiceConfig) {
+    config
+        .service(images::upload)
+        .service(images::metadata)
+        .service(images::remove)
+        .service(segment::segment_image)
+        .service(segment::segment_once)
+        .service(ops::models)
+        .service(ops::healthz)
+        .service(ops::readyz)
+        .service(ops::metrics)
+        .service(ops::openapi);
+}
+
+/// Errors of actix's own extractors (path, query) in the API's format.
+fn extractor_errors(config: &mut web::ServiceConfig) {
+    config
+        .app_data(web::QueryConfig::default().error_handler(|e, _| ApiError::invalid_request(e.to_string()).into()))
+        .app_data(web::PathConfig::default().error_handler(|e, _| ApiError::invalid_request(e.to_string()).into()));
+}
+
+/// Serves until SIGTERM or Ctrl-C. Listens first (healthz answers, readyz says 503), then loads the models.
+pub async fn serve(runtime: Runtime, options: ServeOptions) -> anyhow::Result<()> {
+    let folders = model_folders(&options)?;
+    let metrics = Arc::new(Metrics::new());
+    let state = Data::new(AppState {
+        engine: OnceLock::new(),
+        metrics: Arc::clone(&metrics),
+        limits: HttpLimits {
+            max_body_bytes: options.max_body_mb << 20,
+            max_json_bytes: options.max_json_kb << 10,
+            max_prompts: options.max_prompts,
+            request_timeout: Duration::from_secs_f64(options.request_timeout_s.max(0.001)),
+        },
+    });
+    let listener = TcpListener::bind((options.host.as_str(), options.port))
+        .with_context(|| format!("cannot listen on {}:{}", options.host, options.port))?;
+    let address = listener.local_addr()?;
+    let app_state = state.clone();
+    let mut server = HttpServer::new(move || {
+        App::new().app_data(app_state.clone()).configure(extractor_errors).configure(routes).wrap(from_fn(observe))
+    })
+    .shutdown_timeout(options.shutdown_timeout_s)
+    .listen(listener)?;
+    if let Some(workers) = options.workers {
+        server = server.workers(workers);
+    }
+    let server = server.run();
+    println!("samserve listening on http://{address}");
+    tracing::info!(%address, "listening");
+
+    let handle = server.handle();
+    let failure: Arc<Mutex<Option<anyhow::Error>>> = Arc::default();
+    let loader_failure = Arc::clone(&failure);
+    actix_web::rt::spawn(async move {
+        let loaded = tokio::task::spawn_blocking(move || load_engine(&runtime, &options, &folders, metrics)).await;
+        match loaded.map_err(anyhow::Error::from).and_then(|engine| engine) {
+            Ok(engine) => {
+                let _ = state.engine.set(Arc::new(engine));
+                tracing::info!("ready");
+            }
+            Err(error) => {
+                *loader_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+                handle.stop(false).await;
+            }
+        }
+    });
+    server.await?;
+    match failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test;
+
+    /// Before the models are loaded: alive, not ready, and model routes answer 503 with Retry-After.
+    #[actix_web::test]
+    async fn not_ready_until_the_models_are_loaded() {
+        let state = Data::new(AppState {
+            engine: OnceLock::new(),
+            metrics: Arc::new(Metrics::new()),
+            limits: HttpLimits {
+                max_body_bytes: 1 << 20,
+                max_json_bytes: 1 << 10,
+                max_prompts: 4,
+                request_timeout: Duration::from_secs(1),
+            },
+        });
+        let app = test::init_service(App::new().app_data(state).configure(routes).wrap(from_fn(observe))).await;
+        let status = |path: &'static str| {
+            let request = test::TestRequest::get().uri(path).to_request();
+            test::call_service(&app, request)
+        };
+        assert_eq!(status("/healthz").await.status(), 200);
+        let readyz = status("/readyz").await;
+        assert_eq!(readyz.status(), 503);
+        assert_eq!(readyz.headers().get("retry-after").unwrap(), "1");
+        let body: serde_json::Value = test::read_body_json(readyz).await;
+        assert_eq!(body["error"]["code"], "not_ready");
+        assert_eq!(status("/v1/models").await.status(), 503);
+        let upload =
+            test::TestRequest::post().uri("/v1/images").insert_header(("content-type", "image/png")).to_request();
+        assert_eq!(test::call_service(&app, upload).await.status(), 503);
+    }
+}

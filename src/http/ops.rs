@@ -1,0 +1,88 @@
+//! Operations: liveness, readiness, metrics, the loaded models and the OpenAPI document.
+
+use actix_web::web::Data;
+use actix_web::{HttpResponse, get};
+use serde::Serialize;
+use utoipa::OpenApi;
+
+use super::error::{ApiError, ErrorBody};
+use super::{ApiDoc, AppState};
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Status {
+    pub status: &'static str,
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(responses((status = 200, body = Status)))]
+#[get("/healthz")]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(Status { status: "ok" })
+}
+
+/// Readiness: the models are loaded (503 before).
+#[utoipa::path(responses((status = 200, body = Status), (status = 503, description = "loading", body = ErrorBody)))]
+#[get("/readyz")]
+pub async fn readyz(state: Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.engine()?;
+    Ok(HttpResponse::Ok().json(Status { status: "ready" }))
+}
+
+/// Prometheus metrics (text exposition format).
+#[utoipa::path(responses((status = 200, content_type = "text/plain; version=0.0.4", body = String)))]
+#[get("/metrics")]
+pub async fn metrics(state: Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(state.metrics.render())
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ModelInfo {
+    pub name: String,
+    /// Used when a request names no model.
+    pub default: bool,
+    /// S: the encoder's square input side (the longest image side after resizing).
+    pub input_size: usize,
+    /// `[C, h, w]` of the image embedding.
+    pub embedding_shape: [usize; 3],
+    /// `[h, w]` of the low-res logits (mask_input).
+    pub low_res_size: [usize; 2],
+    /// `official` (SamOnnxModel export with orig_im_size) or `lean`.
+    pub decoder: &'static str,
+    /// Whether several prompts share one decoder run.
+    pub batches_prompts: bool,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ModelList {
+    pub models: Vec<ModelInfo>,
+}
+
+/// The loaded models with their input size and embedding shape.
+#[utoipa::path(responses((status = 200, body = ModelList), (status = 503, description = "loading", body = ErrorBody)))]
+#[get("/v1/models")]
+pub async fn models(state: Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let engine = state.engine()?;
+    let models = engine
+        .models()
+        .map(|model| {
+            let low_res = model.decoder.low_res_size();
+            ModelInfo {
+                name: model.name().to_string(),
+                default: model.name() == engine.default_model(),
+                input_size: model.encoder.input_size(),
+                embedding_shape: model.encoder.embedding_shape(),
+                low_res_size: [low_res.height, low_res.width],
+                decoder: if model.decoder.takes_orig_im_size() { "official" } else { "lean" },
+                batches_prompts: model.decoder.batches_prompts(),
+            }
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(ModelList { models }))
+}
+
+/// This document.
+#[utoipa::path(responses((status = 200, description = "OpenAPI document", content_type = "application/json")))]
+#[get("/openapi.json")]
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}
