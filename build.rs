@@ -4,7 +4,7 @@
 //! `ort` is built with `load-dynamic`: the library is opened at run time, never linked. This script fetches the
 //! official CPU build from the PyPI wheel `onnxruntime==ORT_VERSION` (with the machine's own `pip`) into a cache
 //! folder once, and bakes that path into the binary as the default (`SAMSERVE_BUNDLED_ORT`). A failure here is only a
-//! warning: the binary then reports, in one line, how to point it at a library (`--ort-lib` / `ORT_DYLIB_PATH`).
+//! warning: the binary then reports, in one line, how to point it at a library (`--ort-lib` / `SAMSERVE_ORT_LIB`).
 
 use std::env;
 use std::fs;
@@ -28,7 +28,7 @@ fn main() {
     if let Err(message) = fetch_from_wheel(&folder, &library) {
         println!(
             "cargo:warning=could not fetch ONNX Runtime {ORT_VERSION} from PyPI ({message}); \
-             samserve will need --ort-lib or ORT_DYLIB_PATH at run time"
+             samserve will need --ort-lib or SAMSERVE_ORT_LIB at run time"
         );
     }
 }

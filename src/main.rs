@@ -24,8 +24,8 @@ struct Cli {
 
 #[derive(Args)]
 struct RuntimeArgs {
-    /// The ONNX Runtime library to load (default: the one `cargo build` fetched from PyPI).
-    #[arg(long, env = "ORT_DYLIB_PATH", global = true)]
+    /// The ONNX Runtime library to load (else $ORT_DYLIB_PATH, else the one `cargo build` fetched from PyPI).
+    #[arg(long, env = "SAMSERVE_ORT_LIB", global = true)]
     ort_lib: Option<PathBuf>,
     /// Where the models run.
     #[arg(long, env = "SAMSERVE_DEVICE", value_enum, default_value = "auto", global = true)]
@@ -142,7 +142,9 @@ fn init_logging(default_level: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" });
-    let outcome = Runtime::load(cli.runtime.ort_lib.as_deref(), cli.runtime.device, cli.runtime.threads)
+    // ORT_DYLIB_PATH is the name ort's own users know.
+    let library = cli.runtime.ort_lib.clone().or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from));
+    let outcome = Runtime::load(library.as_deref(), cli.runtime.device, cli.runtime.threads)
         .map_err(anyhow::Error::from)
         .and_then(|runtime| match cli.command {
             Command::Serve(options) => actix_web::rt::System::new().block_on(samserve::http::serve(runtime, options)),

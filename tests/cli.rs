@@ -8,7 +8,12 @@ use std::process::{Command, Output};
 use samserve::mask::rle;
 
 fn samserve(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_samserve")).args(args).env_remove("ORT_DYLIB_PATH").output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_samserve"))
+        .args(args)
+        .env_remove("ORT_DYLIB_PATH")
+        .env_remove("SAMSERVE_ORT_LIB")
+        .output()
+        .unwrap()
 }
 
 fn path_str(path: &Path) -> &str {
@@ -96,7 +101,7 @@ fn a_missing_onnx_runtime_library_is_one_line_that_says_what_to_do() {
     let args = ["segment", "--model", path_str(&model), path_str(&image), "--point", "3,3", "--out", "/dev/null"];
     let missing = stderr_of(&samserve(&[&["--ort-lib", "/nonexistent/libonnxruntime.so"], &args[..]].concat()));
     assert_eq!(missing.trim().lines().count(), 1, "{missing}");
-    assert!(missing.contains("ONNX Runtime library not found") && missing.contains("ORT_DYLIB_PATH"), "{missing}");
+    assert!(missing.contains("ONNX Runtime library not found") && missing.contains("SAMSERVE_ORT_LIB"), "{missing}");
 
     let not_a_library = out_file("not-a-library.so");
     std::fs::write(&not_a_library, b"this is not a shared library").unwrap();

@@ -204,7 +204,8 @@ fn mask_input_refinement_matches_sam() {
 
 #[test]
 fn bad_requests_get_their_documented_errors_and_change_nothing() {
-    let server = Server::start(&["--max-body-mb", "1", "--max-pixels", "4000000", "--max-prompts", "4"]);
+    let server =
+        Server::start(&["--max-body-mb", "1", "--max-json-kb", "8", "--max-pixels", "4000000", "--max-prompts", "4"]);
     let id = server.upload(&fixture_image("tiny.png"))["image_id"].as_str().unwrap().to_string();
     let segment = format!("/v1/images/{id}/segment");
     let png = fixture_image("landscape.png");
@@ -239,6 +240,12 @@ fn bad_requests_get_their_documented_errors_and_change_nothing() {
             "{\"prompts\": [{\"box\": [0, 0, 5, 5]}], \"output\": [\"svg\"]}".into(),
             422,
             "invalid_request",
+        ),
+        (
+            "oversized JSON",
+            format!("{{\"prompts\": [], \"pad\": \"{}\"}}", "x".repeat(9 << 10)),
+            413,
+            "payload_too_large",
         ),
     ];
     for (what, body, status, code) in json_cases {

@@ -24,10 +24,10 @@ pub enum Device {
 pub enum RuntimeError {
     #[error(
         "ONNX Runtime library not found at {0}: run `cargo build` on a machine with python3 and pip (it fetches \
-         onnxruntime from PyPI), or point --ort-lib / ORT_DYLIB_PATH at libonnxruntime (1.31 or newer)"
+         onnxruntime from PyPI), or point --ort-lib / SAMSERVE_ORT_LIB at libonnxruntime (1.31 or newer)"
     )]
     LibraryMissing(PathBuf),
-    #[error("cannot use ONNX Runtime: {0}; point --ort-lib / ORT_DYLIB_PATH at libonnxruntime 1.31 or newer")]
+    #[error("cannot use ONNX Runtime: {0}; point --ort-lib / SAMSERVE_ORT_LIB at libonnxruntime 1.31 or newer")]
     LibraryUnusable(String),
     #[error("ONNX Runtime: {0}")]
     Ort(#[from] ort::Error),
@@ -41,7 +41,7 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Loads the library: `library` (from `--ort-lib` / `ORT_DYLIB_PATH`) or else the one `cargo build` fetched.
+    /// Loads the library: `library` (from `--ort-lib`) or else the one `cargo build` fetched.
     pub fn load(library: Option<&Path>, device: Device, intra_threads: Option<usize>) -> Result<Self, RuntimeError> {
         let path = library.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(BUNDLED_LIBRARY));
         if !path.exists() {

@@ -50,6 +50,7 @@ impl Server {
             .args(extra)
             .envs(env.iter().copied())
             .env_remove("ORT_DYLIB_PATH")
+            .env_remove("SAMSERVE_ORT_LIB")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
