@@ -44,6 +44,9 @@ pub struct LowResLogits {
 /// One returned mask, with the fields of the API's `masks` entries.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MaskResult {
+    /// Names this mask's low-res logits for `mask_input` (set by the service, which keeps them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logits_id: Option<String>,
     /// Predicted IoU.
     pub score: f32,
     pub stability_score: f32,
@@ -66,6 +69,7 @@ pub struct MaskResult {
 /// The answer to one prompt: masks sorted by score, best first.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PromptResult {
+    /// The best mask's `logits_id` (set by the service).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logits_id: Option<String>,
     pub masks: Vec<MaskResult>,
@@ -115,6 +119,7 @@ fn finish_mask(
     let binary = mask::threshold(&logits);
     let wants = |format| outputs.contains(&format);
     MaskResult {
+        logits_id: None,
         score,
         stability_score: mask::stability_score(&logits, STABILITY_SCORE_OFFSET),
         area: binary.area(),

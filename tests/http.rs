@@ -87,7 +87,8 @@ fn every_route_answers_as_the_api_says() {
     assert_eq!(results.len(), 3);
     for (i, result) in results.iter().enumerate() {
         let mask = &result["masks"][0];
-        assert!(result["logits_id"].is_string());
+        assert!(mask["logits_id"].is_string());
+        assert_eq!(result["logits_id"], mask["logits_id"], "a result's logits_id is its best mask's");
         for key in ["score", "stability_score", "area", "bbox", "rle", "polygons", "png", "logits"] {
             assert!(mask.get(key).is_some(), "result {i} lacks {key}");
         }

@@ -241,7 +241,8 @@ impl Engine {
         lock(&self.embeddings).remove(&image_id.to_string(), &self.metrics.embedding_cache)
     }
 
-    /// Decodes prompts against a cached image; each result gets a `logits_id` for later refinement.
+    /// Decodes prompts against a cached image; each mask gets a `logits_id` for later refinement, and each result
+    /// the `logits_id` of its best mask.
     pub async fn segment(
         &self,
         image_id: &str,
@@ -284,12 +285,13 @@ impl Engine {
         .unwrap_or_else(|panic| Err(EngineError::Inference(format!("the decoder thread failed: {panic}"))))?;
         let mut logits = lock(&self.logits);
         for result in &mut results {
-            if let Some(best) = result.masks.first() {
+            for mask in &mut result.masks {
                 let logits_id = uuid::Uuid::new_v4().simple().to_string();
-                let size = best.low_res.len() * std::mem::size_of::<f32>();
-                logits.insert(logits_id.clone(), Arc::clone(&best.low_res), size, &self.metrics.logits_cache);
-                result.logits_id = Some(logits_id);
+                let size = mask.low_res.len() * std::mem::size_of::<f32>();
+                logits.insert(logits_id.clone(), Arc::clone(&mask.low_res), size, &self.metrics.logits_cache);
+                mask.logits_id = Some(logits_id);
             }
+            result.logits_id = result.masks.first().and_then(|best| best.logits_id.clone());
         }
         Ok(Segmentation { record, results, decode_ms })
     }

@@ -4,6 +4,7 @@ mod body;
 mod error;
 mod images;
 mod ops;
+mod page;
 mod segment;
 
 use std::future::Future;
@@ -219,7 +220,9 @@ fn routes(config: &mut web::ServiceConfig) {
         .service(ops::healthz)
         .service(ops::readyz)
         .service(ops::metrics)
-        .service(ops::openapi);
+        .service(ops::openapi)
+        .service(page::index)
+        .service(page::asset);
 }
 
 /// Errors of actix's own extractors (path, query) in the API's format.

@@ -1,0 +1,338 @@
+// The web page end to end: the real `samserve serve` on an ephemeral port, driven in headless Debian Chromium.
+// Run by .ci/run after `cargo test` (which builds target/debug/samserve); screenshots go to target/e2e-screenshots.
+import { after, before, beforeEach, afterEach, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const binary = process.env.SAMSERVE_BIN || join(root, 'target', 'debug', 'samserve');
+const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
+const screenshots = join(root, 'target', 'e2e-screenshots');
+const landscape = join(root, 'tests', 'fixtures', 'images', 'landscape.png');
+const WIDTH = 640;
+const HEIGHT = 427;
+
+let server;
+let base;
+let browser;
+let context;
+let page;
+
+before(async () => {
+  mkdirSync(screenshots, { recursive: true });
+  server = spawn(binary, ['--device', 'cpu', 'serve', '--port', '0', '--model-dir',
+    join(root, 'tests', 'fixtures', 'models', 'tiny')], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, RUST_LOG: 'warn' },
+  });
+  const lines = createInterface({ input: server.stdout });
+  const [first] = await Promise.race([
+    new Promise((done) => lines.once('line', (line) => done([line]))),
+    new Promise((_, fail) => server.once('exit', (code) => fail(new Error(`samserve exited with ${code}`)))),
+  ]);
+  base = first.trim().split(' ').pop();
+  for (let i = 0; i < 600; i += 1) {
+    const ready = await fetch(`${base}/readyz`).then((r) => r.ok, () => false);
+    if (ready) break;
+    await new Promise((done) => setTimeout(done, 50));
+  }
+  browser = await chromium.launch({
+    executablePath: chromiumPath,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  server?.kill();
+});
+
+beforeEach(async () => {
+  context = await browser.newContext({ viewport: { width: 1280, height: 800 }, acceptDownloads: true });
+  page = await context.newPage();
+  await page.goto(base);
+});
+
+afterEach(async () => {
+  await context.close();
+});
+
+// ---- helpers ---------------------------------------------------------------------------------------------------
+
+/** Opens the fixture image in the page; returns its image_id (content-addressed: the API gives the same). */
+async function openLandscape({ hover = false } = {}) {
+  if (!hover) await page.uncheck('#hover-toggle');
+  await page.setInputFiles('#file-input', landscape);
+  await page.waitForFunction(() => /encoded/.test(document.getElementById('upload-text').textContent));
+  const response = await fetch(`${base}/v1/images`, { method: 'POST', headers: { 'Content-Type': 'image/png' }, body: readFileSync(landscape) });
+  const upload = await response.json();
+  assert.equal(upload.cached, true, 'the page uploaded the same image');
+  return upload.image_id;
+}
+
+/** Screen position of an image pixel (the canvas is scaled to fit). */
+async function screen(x, y) {
+  const box = await page.locator('#prompt-canvas').boundingBox();
+  return [box.x + (x / WIDTH) * box.width, box.y + (y / HEIGHT) * box.height];
+}
+
+/** Pixels with alpha > 0 on a canvas of the page. */
+function painted(id) {
+  return page.evaluate((canvasId) => {
+    const canvas = document.getElementById(canvasId);
+    const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+    let count = 0;
+    for (let i = 3; i < data.length; i += 4) if (data[i] > 0) count += 1;
+    return count;
+  }, id);
+}
+
+/** Does `act`, waits for the page's segment call, and returns the request body it sent and the JSON answer. */
+async function segmentCall(act) {
+  const [response] = await Promise.all([
+    page.waitForResponse((r) => r.url().endsWith('/segment') && r.request().method() === 'POST'),
+    act(),
+  ]);
+  const answer = await response.json();
+  await page.waitForFunction(() => !document.querySelector('#undo').disabled);
+  await page.evaluate(() => new Promise((done) => requestAnimationFrame(() => done())));
+  return { sent: JSON.parse(response.request().postData()), answer };
+}
+
+/** The same request straight to the API. */
+async function apiSegment(path, body) {
+  const response = await fetch(`${base}${path}`, { method: 'POST', body: JSON.stringify(body) });
+  assert.equal(response.status, 200);
+  return response.json();
+}
+
+function closeTo(actual, expected, tolerance, what) {
+  assert.ok(Math.abs(actual - expected) <= tolerance, `${what}: ${actual} vs ${expected}`);
+}
+
+/** pycocotools RLE counts string -> run lengths (as the page and the server encode them). */
+function rleCounts(text) {
+  const counts = [];
+  let p = 0;
+  while (p < text.length) {
+    let x = 0;
+    let k = 0;
+    let more = true;
+    while (more) {
+      const c = text.charCodeAt(p) - 48;
+      x |= (c & 0x1f) << (5 * k);
+      more = (c & 0x20) !== 0;
+      p += 1;
+      k += 1;
+      if (!more && (c & 0x10)) x |= -1 << (5 * k);
+    }
+    if (counts.length > 2) x += counts[counts.length - 2];
+    counts.push(x);
+  }
+  return counts;
+}
+
+/** Decodes a downloaded PNG in the page and counts its pixels that are opaque and (optionally) white. */
+function countPng(bytes, { white }) {
+  return page.evaluate(async ({ data, onlyWhite }) => {
+    const bitmap = await createImageBitmap(new Blob([new Uint8Array(data)], { type: 'image/png' }));
+    const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+    const context = canvas.getContext('2d');
+    context.drawImage(bitmap, 0, 0);
+    const pixels = context.getImageData(0, 0, bitmap.width, bitmap.height).data;
+    let count = 0;
+    for (let i = 0; i < pixels.length; i += 4) {
+      const opaque = pixels[i + 3] === 255;
+      if (opaque && (!onlyWhite || pixels[i] === 255)) count += 1;
+    }
+    return { count, width: bitmap.width, height: bitmap.height };
+  }, { data: [...bytes], onlyWhite: white });
+}
+
+async function downloaded(button) {
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click(button)]);
+  const path = await download.path();
+  return { bytes: readFileSync(path), name: download.suggestedFilename() };
+}
+
+// ---- tests -----------------------------------------------------------------------------------------------------
+
+test('a click draws the mask the API gives for the same click', async () => {
+  const imageId = await openLandscape();
+  const [x, y] = await screen(475, 365);
+  const { sent, answer } = await segmentCall(() => page.mouse.click(x, y));
+  const prompt = sent.prompts[0];
+  closeTo(prompt.points[0][0], 475, 1, 'x in image pixels');
+  closeTo(prompt.points[0][1], 365, 1, 'y in image pixels');
+  assert.deepEqual(prompt.labels, [1]);
+  assert.equal(sent.multimask, true, 'a single click asks for the candidates');
+  const direct = await apiSegment(`/v1/images/${imageId}/segment`, sent);
+  const area = direct.results[0].masks[0].area;
+  assert.ok(area > 0);
+  assert.equal(answer.results[0].masks[0].area, area);
+  closeTo(await painted('mask-canvas'), area, Math.max(2, area * 0.01), 'drawn pixels vs API area');
+  assert.equal(await page.locator('#candidates button').count(), 3, 'the three candidates are offered');
+  await page.locator('#candidates button').nth(1).click();
+  const second = direct.results[0].masks[1].area;
+  closeTo(await painted('mask-canvas'), second, Math.max(2, second * 0.01), 'the picked candidate is drawn');
+  await page.locator('#candidates button').nth(0).click();
+  await page.screenshot({ path: join(screenshots, 'click.png') });
+
+  // A background click where the mask is shrinks it, and the refinement sends the previous logits.
+  const inside = await page.evaluate(([px, py]) => {
+    const canvas = document.getElementById('mask-canvas');
+    const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+    let best = null;
+    for (let yy = 0; yy < canvas.height; yy += 1) {
+      for (let xx = 0; xx < canvas.width; xx += 1) {
+        const d = Math.hypot(xx - px, yy - py);
+        if (data[4 * (yy * canvas.width + xx) + 3] > 0 && (!best || d > best.d)) best = { xx, yy, d };
+      }
+    }
+    return best;
+  }, [475, 365]);
+  const before = await painted('mask-canvas');
+  const [bx, by] = await screen(inside.xx + 0.5, inside.yy + 0.5);
+  const refined = await segmentCall(() => page.mouse.click(bx, by, { button: 'right' }));
+  assert.deepEqual(refined.sent.prompts[0].labels, [1, 0]);
+  assert.equal(refined.sent.prompts[0].mask_input, answer.results[0].masks[0].logits_id);
+  const after = await painted('mask-canvas');
+  assert.ok(after < before, `a background point shrinks the mask: ${before} -> ${after}`);
+  await page.screenshot({ path: join(screenshots, 'background-click.png') });
+});
+
+test('dragging draws a box prompt', async () => {
+  await openLandscape();
+  const [x0, y0] = await screen(400, 320);
+  const [x1, y1] = await screen(550, 415);
+  const { sent, answer } = await segmentCall(async () => {
+    await page.mouse.move(x0, y0);
+    await page.mouse.down();
+    await page.mouse.move((x0 + x1) / 2, (y0 + y1) / 2, { steps: 4 });
+    await page.mouse.move(x1, y1, { steps: 4 });
+    await page.mouse.up();
+  });
+  const box = sent.prompts[0].box;
+  [400, 320, 550, 415].forEach((v, i) => closeTo(box[i], v, 1.5, `box[${i}]`));
+  assert.equal(sent.prompts[0].points, undefined);
+  assert.equal(sent.multimask, false);
+  const area = answer.results[0].masks[0].area;
+  closeTo(await painted('mask-canvas'), area, Math.max(2, area * 0.01), 'drawn pixels vs API area');
+  await page.screenshot({ path: join(screenshots, 'box.png') });
+});
+
+test('moving the mouse shows a hover preview', async () => {
+  await openLandscape({ hover: true });
+  const [x, y] = await screen(390, 150);
+  await page.mouse.move(x - 20, y - 20);
+  await page.mouse.move(x, y, { steps: 5 });
+  await page.waitForFunction(() => {
+    const canvas = document.getElementById('hover-canvas');
+    const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+    for (let i = 3; i < data.length; i += 4) if (data[i] > 0) return true;
+    return false;
+  }, null, { timeout: 10000 });
+  assert.equal(await painted('mask-canvas'), 0, 'a preview is not a mask yet');
+  await page.screenshot({ path: join(screenshots, 'hover.png') });
+});
+
+test('objects: new object, undo and redo', async () => {
+  await openLandscape();
+  const [ax, ay] = await screen(475, 365);
+  const first = await segmentCall(() => page.mouse.click(ax, ay));
+  const firstArea = first.answer.results[0].masks[0].area;
+  await page.keyboard.press('n');
+  assert.equal(await page.locator('#object-list li').count(), 2);
+  const [bx, by] = await screen(390, 150);
+  await segmentCall(() => page.mouse.click(bx, by));
+  const both = await painted('mask-canvas');
+  assert.ok(both > firstArea, 'the second object adds its mask');
+  await page.screenshot({ path: join(screenshots, 'two-objects.png') });
+
+  await page.keyboard.press('Control+z'); // the second object's click
+  closeTo(await painted('mask-canvas'), firstArea, Math.max(2, firstArea * 0.01), 'after undo');
+  await page.keyboard.press('Control+z'); // the second object itself
+  assert.equal(await page.locator('#object-list li').count(), 1);
+  await page.keyboard.press('Control+y');
+  await page.keyboard.press('Control+y');
+  assert.equal(await painted('mask-canvas'), both, 'redo brings both back');
+
+  await page.getByRole('checkbox', { name: 'Show Object 2' }).click();
+  closeTo(await painted('mask-canvas'), firstArea, Math.max(2, firstArea * 0.01), 'hidden object');
+  await page.getByRole('button', { name: 'Delete Object 1' }).click();
+  assert.equal(await page.locator('#object-list li').count(), 1);
+  await page.click('#reset');
+  assert.equal(await page.locator('#object-list li').count(), 0);
+  assert.equal(await painted('mask-canvas'), 0);
+});
+
+test('exports are a valid mask PNG, COCO JSON and cut-out PNG', async () => {
+  await openLandscape();
+  const [x, y] = await screen(475, 365);
+  const { answer } = await segmentCall(() => page.mouse.click(x, y));
+  const best = answer.results[0].masks[0];
+
+  const maskPng = await downloaded('#export-mask');
+  assert.match(maskPng.name, /\.png$/);
+  const maskPixels = await countPng(maskPng.bytes, { white: true });
+  assert.deepEqual([maskPixels.width, maskPixels.height], [WIDTH, HEIGHT]);
+  assert.equal(maskPixels.count, best.area, 'white pixels of the mask PNG');
+
+  const coco = JSON.parse((await downloaded('#export-coco')).bytes.toString('utf8'));
+  assert.deepEqual(coco.images, [{ id: 1, file_name: 'landscape.png', width: WIDTH, height: HEIGHT }]);
+  assert.equal(coco.annotations.length, 1);
+  const annotation = coco.annotations[0];
+  assert.deepEqual(annotation.segmentation.size, [HEIGHT, WIDTH]);
+  const runs = rleCounts(annotation.segmentation.counts);
+  assert.equal(runs.reduce((a, b) => a + b, 0), WIDTH * HEIGHT, 'RLE covers the image');
+  assert.equal(runs.filter((_, i) => i % 2 === 1).reduce((a, b) => a + b, 0), annotation.area);
+  assert.equal(annotation.area, best.area);
+
+  const cutout = await downloaded('#export-cutout');
+  const opaque = await countPng(cutout.bytes, { white: false });
+  assert.equal(opaque.count, best.area, 'opaque pixels of the cut-out');
+});
+
+test('a large image fits the window and clicks map to its pixels', async () => {
+  await page.uncheck('#hover-toggle');
+  await page.setInputFiles('#file-input', join(root, 'tests', 'fixtures', 'images', 'large.jpg'));
+  await page.waitForFunction(() => /encoded/.test(document.getElementById('upload-text').textContent));
+  const box = await page.locator('#prompt-canvas').boundingBox();
+  assert.ok(box.width < 1280 && box.height < 800, `the canvas fits: ${box.width}x${box.height}`);
+  const target = [1500.5, 900.25];
+  const { sent } = await segmentCall(() =>
+    page.mouse.click(box.x + (target[0] / 2304) * box.width, box.y + (target[1] / 1536) * box.height));
+  const [x, y] = sent.prompts[0].points[0];
+  closeTo(x, target[0], 0.5, 'x');
+  closeTo(y, target[1], 0.5, 'y');
+});
+
+test('a corrupt file shows the server error in words', async () => {
+  const broken = Buffer.from(readFileSync(landscape));
+  broken.fill(0x5a, 100, 400);
+  await page.setInputFiles('#file-input', { name: 'broken.png', mimeType: 'image/png', buffer: broken });
+  const status = page.locator('#status');
+  await status.waitFor({ state: 'visible' });
+  const text = await status.textContent();
+  assert.match(text, /could not be decoded/i);
+  assert.equal(await page.locator('#canvases').isHidden(), true);
+  await page.screenshot({ path: join(screenshots, 'error.png') });
+});
+
+test('the page is served with cross-origin isolation headers', async () => {
+  const response = await fetch(base);
+  assert.equal(response.headers.get('cross-origin-opener-policy'), 'same-origin');
+  assert.equal(response.headers.get('cross-origin-embedder-policy'), 'require-corp');
+  assert.equal(await page.evaluate(() => window.crossOriginIsolated), true);
+  for (const control of ['#file-input', '#prompt-canvas', '#opacity']) {
+    const label = await page.locator(control).evaluate((element) =>
+      element.getAttribute('aria-label') || (element.labels && element.labels[0] && element.labels[0].textContent));
+    assert.ok(label && label.trim(), `${control} is labelled`);
+  }
+});
