@@ -4,7 +4,9 @@
 //! bytes -> [`image_input`] -> [`model::preprocess`] -> encoder -> [`model::Embedding`]
 //! prompt -> [`model::prompt`] -> decoder -> low-res logits -> [`mask`] -> encodings ([`segment`]).
 
+pub mod coco;
 pub mod engine;
+pub mod eval;
 pub mod http;
 pub mod image_input;
 pub mod mask;

@@ -8,7 +8,8 @@ use ndarray::{Array2, Axis};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::mask::{self, rle::CocoRle};
+use crate::mask::upscale::upscale_logits;
+use crate::mask::{self, BinaryMask, rle::CocoRle};
 use crate::model::{Embedding, ModelError, Prompt, SamModel};
 
 /// The stability score offset of segment-anything (`stability_score_offset = 1.0`).
@@ -75,13 +76,24 @@ pub struct PromptResult {
     pub masks: Vec<MaskResult>,
 }
 
-/// Validates and decodes the prompts, then post-processes only the masks that are returned.
-pub fn segment(
+/// A returned mask before encoding: what SamPredictor gives (score, full-size mask) plus its stability and logits.
+#[derive(Debug, Clone)]
+pub struct Mask {
+    /// Predicted IoU.
+    pub score: f32,
+    pub stability_score: f32,
+    pub binary: BinaryMask,
+    pub low_res: Arc<Array2<f32>>,
+}
+
+/// Validates and decodes the prompts, then post-processes only the masks that are returned: per prompt, the
+/// masks sorted by score, best first.
+pub fn segment_masks(
     model: &SamModel,
     embedding: &Embedding,
     prompts: &[Prompt],
-    options: &SegmentOptions,
-) -> Result<Vec<PromptResult>, ModelError> {
+    multimask: bool,
+) -> Result<Vec<Vec<Mask>>, ModelError> {
     for (index, prompt) in prompts.iter().enumerate() {
         prompt
             .validate(embedding.original, model.decoder.low_res_size())
@@ -94,43 +106,60 @@ pub fn segment(
         .map(|prompt| {
             let tokens = prompt.scores.len();
             // Official slicing: multimask = tokens 1..=3, single = token 0; a single-mask export has only one.
-            let selected = if options.multimask && tokens > 1 { 1..tokens } else { 0..1 };
-            let mut masks: Vec<MaskResult> = selected
+            let selected = if multimask && tokens > 1 { 1..tokens } else { 0..1 };
+            let mut masks: Vec<Mask> = selected
                 .into_par_iter()
                 .map(|token| {
                     let low_res = prompt.low_res.index_axis(Axis(0), token).to_owned();
-                    finish_mask(low_res, prompt.scores[token], input_size, embedding, &options.outputs)
+                    let logits = upscale_logits(low_res.view(), input_size, embedding.resized, embedding.original);
+                    Mask {
+                        score: prompt.scores[token],
+                        stability_score: mask::stability_score(&logits, STABILITY_SCORE_OFFSET),
+                        binary: mask::threshold(&logits),
+                        low_res: Arc::new(low_res),
+                    }
                 })
                 .collect();
             masks.sort_by(|a, b| b.score.total_cmp(&a.score));
-            PromptResult { logits_id: None, masks }
+            masks
         })
         .collect())
 }
 
-fn finish_mask(
-    low_res: Array2<f32>,
-    score: f32,
-    input_size: usize,
+/// [`segment_masks`] with the API's encodings of each mask.
+pub fn segment(
+    model: &SamModel,
     embedding: &Embedding,
-    outputs: &[OutputFormat],
-) -> MaskResult {
-    let logits = mask::upscale::upscale_logits(low_res.view(), input_size, embedding.resized, embedding.original);
-    let binary = mask::threshold(&logits);
+    prompts: &[Prompt],
+    options: &SegmentOptions,
+) -> Result<Vec<PromptResult>, ModelError> {
+    let masks = segment_masks(model, embedding, prompts, options.multimask)?;
+    Ok(masks
+        .into_par_iter()
+        .map(|masks| PromptResult {
+            logits_id: None,
+            masks: masks.into_iter().map(|mask| encode_mask(mask, &options.outputs)).collect(),
+        })
+        .collect())
+}
+
+fn encode_mask(mask: Mask, outputs: &[OutputFormat]) -> MaskResult {
     let wants = |format| outputs.contains(&format);
+    let binary = &mask.binary;
+    let low_res = &mask.low_res;
     MaskResult {
         logits_id: None,
-        score,
-        stability_score: mask::stability_score(&logits, STABILITY_SCORE_OFFSET),
+        score: mask.score,
+        stability_score: mask.stability_score,
         area: binary.area(),
-        bbox: mask::bbox_xywh(&binary),
-        rle: wants(OutputFormat::Rle).then(|| mask::rle::encode(&binary)),
-        polygons: wants(OutputFormat::Polygons).then(|| mask::polygon::polygons(&binary)),
-        png: wants(OutputFormat::Png).then(|| BASE64.encode(mask::png_bytes(&binary))),
+        bbox: mask::bbox_xywh(binary),
+        rle: wants(OutputFormat::Rle).then(|| mask::rle::encode(binary)),
+        polygons: wants(OutputFormat::Polygons).then(|| mask::polygon::polygons(binary)),
+        png: wants(OutputFormat::Png).then(|| BASE64.encode(mask::png_bytes(binary))),
         logits: wants(OutputFormat::Logits).then(|| LowResLogits {
             size: [low_res.nrows(), low_res.ncols()],
             data: BASE64.encode(low_res.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()),
         }),
-        low_res: Arc::new(low_res),
+        low_res: mask.low_res,
     }
 }

@@ -54,6 +54,98 @@ fn drop_collinear(points: &[Point<i32>]) -> Vec<Point<i32>> {
         .collect()
 }
 
+/// COCO polygon rings (`[x1, y1, x2, y2, ...]`, at least three points each) to a mask, exactly as pycocotools'
+/// `frPyObjects` + `merge` rasterize them: each ring by `rleFrPoly`, the rings united.
+pub fn rasterize(rings: &[Vec<f64>], height: usize, width: usize) -> BinaryMask {
+    let mut mask = BinaryMask { width, height, data: vec![0; width * height] };
+    for ring in rings {
+        let ring_mask = super::rle::from_counts(&ring_run_lengths(ring, height, width), height, width)
+            .expect("the boundary runs cover the image by construction");
+        for (pixel, &inside) in mask.data.iter_mut().zip(&ring_mask.data) {
+            *pixel |= inside;
+        }
+    }
+    mask
+}
+
+/// pycocotools `rleFrPoly`: walk the ring upsampled 5x, keep where it crosses pixel columns, and turn those
+/// y-boundaries into column-major run lengths.
+fn ring_run_lengths(xy: &[f64], height: usize, width: usize) -> Vec<u64> {
+    const SCALE: f64 = 5.0;
+    let (h, w) = (height as i64, width as i64);
+    let corners = xy.len() / 2;
+    // C's (int)(v + .5) truncates toward zero, as `as i64` does.
+    let mut x: Vec<i64> = (0..corners).map(|j| (SCALE * xy[2 * j] + 0.5) as i64).collect();
+    let mut y: Vec<i64> = (0..corners).map(|j| (SCALE * xy[2 * j + 1] + 0.5) as i64).collect();
+    x.push(x[0]);
+    y.push(y[0]);
+    let (mut u, mut v) = (Vec::new(), Vec::new());
+    for j in 0..corners {
+        let (mut xs, mut xe, mut ys, mut ye) = (x[j], x[j + 1], y[j], y[j + 1]);
+        let (dx, dy) = ((xe - xs).abs(), (ys - ye).abs());
+        let flip = (dx >= dy && xs > xe) || (dx < dy && ys > ye);
+        if flip {
+            std::mem::swap(&mut xs, &mut xe);
+            std::mem::swap(&mut ys, &mut ye);
+        }
+        // A repeated corner (dx = dy = 0) would divide 0 by 0; its one point lies on the corner either way.
+        let slope = match (dx >= dy, dx.max(dy)) {
+            (_, 0) => 0.0,
+            (true, _) => (ye - ys) as f64 / dx as f64,
+            (false, _) => (xe - xs) as f64 / dy as f64,
+        };
+        let steps = dx.max(dy);
+        for d in 0..=steps {
+            let t = if flip { steps - d } else { d };
+            if dx >= dy {
+                u.push(t + xs);
+                v.push(((ys as f64) + slope * t as f64 + 0.5) as i64);
+            } else {
+                v.push(t + ys);
+                u.push(((xs as f64) + slope * t as f64 + 0.5) as i64);
+            }
+        }
+    }
+    let mut starts: Vec<u64> = Vec::new();
+    for j in 1..u.len() {
+        if u[j] == u[j - 1] {
+            continue;
+        }
+        let column = (if u[j] < u[j - 1] { u[j] } else { u[j] - 1 }) as f64;
+        let column = (column + 0.5) / SCALE - 0.5;
+        if column.floor() != column || column < 0.0 || column > (w - 1) as f64 {
+            continue;
+        }
+        let row = v[j].min(v[j - 1]) as f64;
+        let row = ((row + 0.5) / SCALE - 0.5).clamp(0.0, h as f64).ceil();
+        starts.push((column as i64 * h + row as i64) as u64);
+    }
+    starts.push((h * w) as u64);
+    starts.sort_unstable();
+    let mut previous = 0;
+    for start in &mut starts {
+        let at = *start;
+        *start -= previous;
+        previous = at;
+    }
+    // Merge zero-length runs, as pycocotools does, so that runs alternate.
+    let mut runs = vec![starts[0]];
+    let mut j = 1;
+    while j < starts.len() {
+        if starts[j] > 0 {
+            runs.push(starts[j]);
+            j += 1;
+        } else {
+            j += 1;
+            if j < starts.len() {
+                *runs.last_mut().expect("runs start non-empty") += starts[j];
+                j += 1;
+            }
+        }
+    }
+    runs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

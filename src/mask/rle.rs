@@ -100,7 +100,11 @@ pub fn encode(mask: &BinaryMask) -> CocoRle {
 
 pub fn decode(rle: &CocoRle) -> Result<BinaryMask, RleError> {
     let [height, width] = rle.size;
-    let counts = counts_from_string(&rle.counts)?;
+    from_counts(&counts_from_string(&rle.counts)?, height, width)
+}
+
+/// A mask from column-major run lengths (the first counting zeros), as in uncompressed COCO RLE.
+pub fn from_counts(counts: &[u64], height: usize, width: usize) -> Result<BinaryMask, RleError> {
     let covered: u64 = counts.iter().sum();
     let expected = (height * width) as u64;
     if covered != expected {
@@ -109,8 +113,8 @@ pub fn decode(rle: &CocoRle) -> Result<BinaryMask, RleError> {
     let mut data = vec![0u8; height * width];
     let mut position = 0usize;
     for (i, &count) in counts.iter().enumerate() {
-        for index in position..position + count as usize {
-            if i % 2 == 1 {
+        if i % 2 == 1 {
+            for index in position..position + count as usize {
                 // column-major index -> row-major
                 data[(index % height) * width + index / height] = 1;
             }
