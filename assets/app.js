@@ -1,5 +1,6 @@
-// samserve web page: open an image, click to segment. Plain JS, no build step; talks to the REST API of this server.
-'use strict';
+// samserve web page: open an image, click to segment. Plain JS modules, no build step; talks to the REST API of
+// this server.
+import { rleCounts } from './rle.mjs';
 
 const COLOURS = [
   [230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180],
@@ -75,28 +76,6 @@ function uploadImage(file, onProgress) {
 }
 
 // ---- Masks -----------------------------------------------------------------------------------------------------
-
-/** COCO compressed RLE counts (pycocotools' string format) to run lengths. */
-function rleCounts(text) {
-  const counts = [];
-  let p = 0;
-  while (p < text.length) {
-    let x = 0;
-    let k = 0;
-    let more = true;
-    while (more) {
-      const c = text.charCodeAt(p) - 48;
-      x |= (c & 0x1f) << (5 * k);
-      more = (c & 0x20) !== 0;
-      p += 1;
-      k += 1;
-      if (!more && (c & 0x10)) x |= -1 << (5 * k);
-    }
-    if (counts.length > 2) x += counts[counts.length - 2];
-    counts.push(x);
-  }
-  return counts;
-}
 
 /** A mask as a row-major Uint8Array, decoded once per RLE. */
 function decodeMask(rle) {

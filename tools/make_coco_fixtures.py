@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw
 from pycocotools import mask as coco_mask
 from segment_anything.utils.transforms import ResizeLongestSide
 
+from make_fixtures import erosion_depth
 from synthetic import make_scene
 
 ROOT = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
@@ -161,16 +162,7 @@ class OrtPredictor:
 
 def deepest(region):
     """Chessboard distance to the outside (the border counts as outside); the first maximum in row order."""
-    depth = np.zeros(region.shape, np.int32)
-    current = region.copy()
-    while current.any():
-        depth += current
-        padded = np.pad(current, 1)
-        eroded = current.copy()
-        for dy in (0, 1, 2):
-            for dx in (0, 1, 2):
-                eroded &= padded[dy : dy + region.shape[0], dx : dx + region.shape[1]]
-        current = eroded
+    depth = erosion_depth(region)
     if depth.max() == 0:
         return None
     index = int(np.argmax(depth))

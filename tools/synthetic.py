@@ -157,8 +157,9 @@ def random_size(rng, longest_range=(256, 640)):
     return (longest, shortest) if rng.uniform() < 0.5 else (shortest, longest)
 
 
-def write_coco(folder, count, seed, longest_range=(256, 640)):
-    """Writes `count` scenes as a COCO dataset (PNG images, RLE annotations) under `folder`."""
+def write_coco(folder, count, seed, longest_range=(256, 640), min_area_fraction=0.002):
+    """Writes `count` scenes as a COCO dataset (PNG images, RLE annotations) under `folder`; instances smaller
+    than `min_area_fraction` of their image are not annotated."""
     from pycocotools import mask as coco_mask
 
     folder = Path(folder)
@@ -167,9 +168,9 @@ def write_coco(folder, count, seed, longest_range=(256, 640)):
     images, annotations = [], []
     for image_id in range(1, count + 1):
         height, width = random_size(rng, longest_range)
-        pixels, masks = make_scene(rng, height, width)
+        pixels, masks = make_scene(rng, height, width, min_area_fraction=min_area_fraction)
         while not masks:
-            pixels, masks = make_scene(rng, height, width)
+            pixels, masks = make_scene(rng, height, width, min_area_fraction=min_area_fraction)
         file_name = f"{image_id:05d}.png"
         Image.fromarray(pixels).save(folder / "images" / file_name)
         images.append({"id": image_id, "file_name": file_name, "width": width, "height": height})
@@ -194,6 +195,7 @@ if __name__ == "__main__":
     parser.add_argument("out")
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1_000_000)
+    parser.add_argument("--min-area", type=float, default=0.002, help="smallest instance, as a fraction of the image")
     args = parser.parse_args()
-    coco = write_coco(args.out, args.count, args.seed)
+    coco = write_coco(args.out, args.count, args.seed, min_area_fraction=args.min_area)
     print(f"wrote {len(coco['images'])} images, {len(coco['annotations'])} instances to {args.out}")

@@ -8,6 +8,7 @@ use super::error::ApiError;
 
 const INDEX_HTML: &str = include_str!("../../assets/index.html");
 const APP_JS: &str = include_str!("../../assets/app.js");
+const RLE_MJS: &str = include_str!("../../assets/rle.mjs");
 const STYLE_CSS: &str = include_str!("../../assets/style.css");
 
 /// Same-origin everything: the page works with cross-origin isolation (COOP/COEP) and loads nothing from elsewhere.
@@ -36,6 +37,7 @@ pub async fn index() -> HttpResponse {
 pub async fn asset(file: Path<String>) -> Result<HttpResponse, ApiError> {
     match file.as_str() {
         "app.js" => Ok(page_response("text/javascript; charset=utf-8", APP_JS)),
+        "rle.mjs" => Ok(page_response("text/javascript; charset=utf-8", RLE_MJS)),
         "style.css" => Ok(page_response("text/css; charset=utf-8", STYLE_CSS)),
         other => Err(ApiError::new(actix_web::http::StatusCode::NOT_FOUND, "not_found", format!("no asset {other:?}"))),
     }

@@ -8,6 +8,7 @@ import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { rleCounts } from '../../assets/rle.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const binary = process.env.SAMSERVE_BIN || join(root, 'target', 'debug', 'samserve');
@@ -114,28 +115,6 @@ async function apiSegment(path, body) {
 
 function closeTo(actual, expected, tolerance, what) {
   assert.ok(Math.abs(actual - expected) <= tolerance, `${what}: ${actual} vs ${expected}`);
-}
-
-/** pycocotools RLE counts string -> run lengths (as the page and the server encode them). */
-function rleCounts(text) {
-  const counts = [];
-  let p = 0;
-  while (p < text.length) {
-    let x = 0;
-    let k = 0;
-    let more = true;
-    while (more) {
-      const c = text.charCodeAt(p) - 48;
-      x |= (c & 0x1f) << (5 * k);
-      more = (c & 0x20) !== 0;
-      p += 1;
-      k += 1;
-      if (!more && (c & 0x10)) x |= -1 << (5 * k);
-    }
-    if (counts.length > 2) x += counts[counts.length - 2];
-    counts.push(x);
-  }
-  return counts;
 }
 
 /** Decodes a downloaded PNG in the page and counts its pixels that are opaque and (optionally) white. */
