@@ -47,9 +47,9 @@ enum Command {
 
 #[derive(Args)]
 struct EvalArgs {
-    /// The model folder.
+    /// A model folder; the built-in model by default.
     #[arg(long)]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// The COCO annotation file (instance masks as RLE or polygons).
     #[arg(long)]
     coco: PathBuf,
@@ -62,8 +62,7 @@ struct EvalArgs {
 }
 
 fn run_eval(runtime: &Runtime, args: &EvalArgs) -> Result<()> {
-    let model = SamModel::load(&args.model, runtime, SessionCounts::default())
-        .with_context(|| format!("loading {}", args.model.display()))?;
+    let model = load_model(runtime, args.model.as_deref())?;
     let dataset = samserve::coco::load(&args.coco)?;
     let report = samserve::eval::evaluate(&model, &dataset, &args.images)?;
     if args.json {
@@ -76,9 +75,9 @@ fn run_eval(runtime: &Runtime, args: &EvalArgs) -> Result<()> {
 
 #[derive(Args)]
 struct SegmentArgs {
-    /// The model folder (model.toml beside encoder and decoder ONNX files).
+    /// A model folder (model.toml beside encoder and decoder ONNX files); the built-in model by default.
     #[arg(long)]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// The image (PNG, JPEG, WebP, BMP, TIFF or GIF).
     image: PathBuf,
     /// A point `X,Y` or `X,Y,LABEL` in image pixels; LABEL 1 = foreground (default), 0 = background. Repeatable.
@@ -127,9 +126,17 @@ fn parse_box(text: &str) -> Result<[f64; 4], String> {
     parse_numbers::<4>(text, "box")
 }
 
+/// The model folder given, or the built-in model.
+fn load_model(runtime: &Runtime, folder: Option<&std::path::Path>) -> Result<SamModel> {
+    match folder {
+        Some(folder) => SamModel::load(folder, runtime, SessionCounts::default())
+            .with_context(|| format!("loading {}", folder.display())),
+        None => SamModel::builtin(runtime, SessionCounts::default()).context("loading the built-in model"),
+    }
+}
+
 fn run_segment(runtime: &Runtime, args: &SegmentArgs) -> Result<()> {
-    let model = SamModel::load(&args.model, runtime, SessionCounts::default())
-        .with_context(|| format!("loading {}", args.model.display()))?;
+    let model = load_model(runtime, args.model.as_deref())?;
     let bytes = std::fs::read(&args.image).with_context(|| format!("reading {}", args.image.display()))?;
     let image = decode_image(&bytes, &ImageLimits::default()).with_context(|| args.image.display().to_string())?;
     let started = Instant::now();

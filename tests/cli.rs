@@ -89,6 +89,17 @@ fn segment_json_has_the_api_result_shape() {
     assert!(rle::decode(&best).unwrap().iou(&official) >= 0.99);
 }
 
+#[test]
+fn segment_uses_the_built_in_model_by_default() {
+    let out = out_file("cli-builtin.json");
+    let image = common::fixtures().join("images/landscape.png");
+    let result = samserve(&["segment", path_str(&image), "--point", "475,365", "--json", "--out", path_str(&out)]);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let body: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(body["model"], "samserve-s");
+    assert!(body["results"][0]["masks"][0]["area"].as_u64().unwrap() > 0);
+}
+
 fn stderr_of(result: &Output) -> String {
     assert!(!result.status.success());
     String::from_utf8_lossy(&result.stderr).into_owned()

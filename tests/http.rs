@@ -152,6 +152,22 @@ fn every_route_answers_as_the_api_says() {
 }
 
 #[test]
+fn with_no_model_options_the_built_in_model_is_served() {
+    // Run from the crate root, --models defaults to `models/`, the built-in model's own source folder.
+    let server = Server::spawn(&[], &[]);
+    let models = server.get("/v1/models").json();
+    assert_eq!(models["models"].as_array().unwrap().len(), 1, "{models}");
+    assert_eq!(
+        (models["models"][0]["name"].as_str(), models["models"][0]["default"].as_bool()),
+        (Some("samserve-s"), Some(true))
+    );
+    let upload = server.upload(&fixture_image("landscape.png"));
+    assert_eq!(upload["model"], "samserve-s");
+    let id = upload["image_id"].as_str().unwrap();
+    assert_still_serving(&server, id);
+}
+
+#[test]
 fn concurrent_uploads_of_one_image_run_the_encoder_once() {
     let server = Arc::new(Server::start(&[]));
     let image = Arc::new(synthetic_png(7, 900, 700));

@@ -27,7 +27,7 @@ use crate::engine::{Engine, EngineConfig};
 use crate::image_input::ImageLimits;
 use crate::metrics::Metrics;
 use crate::model::manifest::MANIFEST_FILE;
-use crate::model::{Runtime, SamModel, SessionCounts};
+use crate::model::{BUILTIN_MODEL, Runtime, SamModel, SessionCounts};
 
 /// Options of `samserve serve`; each is also an environment variable.
 #[derive(Debug, Clone, clap::Args)]
@@ -38,13 +38,14 @@ pub struct ServeOptions {
     /// Port to listen on (0 picks a free one; the address is printed).
     #[arg(long, env = "SAMSERVE_PORT", default_value_t = 8080)]
     pub port: u16,
-    /// A model folder to load (model.toml + ONNX files); repeatable. Without it, every model folder in --models.
+    /// A model folder to load (model.toml + ONNX files); repeatable. Without it: the built-in model, and every
+    /// model folder in --models.
     #[arg(long = "model-dir", env = "SAMSERVE_MODEL_DIR", value_delimiter = ',')]
     pub model_dirs: Vec<PathBuf>,
-    /// A directory of model folders, loaded when no --model-dir is given.
+    /// A directory of model folders, loaded beside the built-in model when no --model-dir is given (if it exists).
     #[arg(long, env = "SAMSERVE_MODELS", default_value = "models")]
     pub models: PathBuf,
-    /// The model used when a request names none (default: the first loaded, by name).
+    /// The model used when a request names none (default: the built-in model if loaded, else the first by name).
     #[arg(long, env = "SAMSERVE_DEFAULT_MODEL")]
     pub default_model: Option<String>,
     /// Memory for cached image embeddings, in MiB (least recently used are evicted).
@@ -133,42 +134,42 @@ impl AppState {
 )]
 pub struct ApiDoc;
 
-/// The model folders to load: the --model-dir list, or every folder with a model.toml in --models.
-fn model_folders(options: &ServeOptions) -> anyhow::Result<Vec<PathBuf>> {
+/// The model folders to load from disk: the --model-dir list, or the folders with a model.toml in --models (which
+/// need not exist) other than the built-in model's own source folder.
+fn model_folders(options: &ServeOptions) -> Vec<PathBuf> {
     if !options.model_dirs.is_empty() {
-        return Ok(options.model_dirs.clone());
+        return options.model_dirs.clone();
     }
-    let listing = std::fs::read_dir(&options.models).with_context(|| {
-        format!("no --model-dir given and cannot read the models directory {}", options.models.display())
-    })?;
-    let mut folders: Vec<PathBuf> =
-        listing.filter_map(|entry| entry.ok().map(|e| e.path())).filter(|p| p.join(MANIFEST_FILE).is_file()).collect();
+    let Ok(listing) = std::fs::read_dir(&options.models) else { return vec![] };
+    let mut folders: Vec<PathBuf> = listing
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.join(MANIFEST_FILE).is_file() && !path.ends_with(BUILTIN_MODEL))
+        .collect();
     folders.sort();
-    if folders.is_empty() {
-        bail!("no model folders (with {MANIFEST_FILE}) in {}; pass --model-dir", options.models.display());
-    }
-    Ok(folders)
+    folders
 }
 
-fn load_engine(
-    runtime: &Runtime,
-    options: &ServeOptions,
-    folders: &[PathBuf],
-    metrics: Arc<Metrics>,
-) -> anyhow::Result<Engine> {
+fn load_engine(runtime: &Runtime, options: &ServeOptions, metrics: Arc<Metrics>) -> anyhow::Result<Engine> {
     let sessions = SessionCounts { encoder: options.encoder_sessions, decoder: options.decoder_sessions };
-    let models = folders
-        .iter()
-        .map(|folder| {
-            let started = Instant::now();
-            let model = SamModel::load(folder, runtime, sessions).with_context(|| format!("loading {}", folder.display()))?;
-            tracing::info!(model = model.name(), folder = %folder.display(), seconds = started.elapsed().as_secs_f64(), "model loaded");
-            Ok(model)
-        })
-        .collect::<anyhow::Result<Vec<SamModel>>>()?;
+    let mut models = Vec::new();
+    if options.model_dirs.is_empty() {
+        models.push(SamModel::builtin(runtime, sessions).context("loading the built-in model")?);
+        tracing::info!(model = BUILTIN_MODEL, "built-in model loaded");
+    }
+    for folder in model_folders(options) {
+        let started = Instant::now();
+        let model =
+            SamModel::load(&folder, runtime, sessions).with_context(|| format!("loading {}", folder.display()))?;
+        if models.iter().any(|m: &SamModel| m.name() == model.name()) {
+            bail!("{} holds a model named {:?}, a name already loaded", folder.display(), model.name());
+        }
+        tracing::info!(model = model.name(), folder = %folder.display(), seconds = started.elapsed().as_secs_f64(), "model loaded");
+        models.push(model);
+    }
     let default_model = match &options.default_model {
         Some(name) if models.iter().any(|m| m.name() == name) => name.clone(),
         Some(name) => bail!("--default-model {name:?} is not among the loaded models"),
+        None if models.iter().any(|m| m.name() == BUILTIN_MODEL) => BUILTIN_MODEL.to_string(),
         None => models.iter().map(|m| m.name().to_string()).min().context("no model loaded")?,
     };
     let config = EngineConfig {
@@ -176,7 +177,7 @@ fn load_engine(
         logits_cache_bytes: options.logits_cache_mb << 20,
         encoder_queue: options.encoder_queue,
         encoder_slots: options.encoder_sessions,
-        decoder_slots: options.decoder_sessions * folders.len(),
+        decoder_slots: options.decoder_sessions * models.len(),
         image_limits: ImageLimits { max_bytes: options.max_body_mb << 20, max_pixels: options.max_pixels },
     };
     Ok(Engine::new(models, default_model, config, metrics))
@@ -234,7 +235,6 @@ fn extractor_errors(config: &mut web::ServiceConfig) {
 
 /// Serves until SIGTERM or Ctrl-C. Listens first (healthz answers, readyz says 503), then loads the models.
 pub async fn serve(runtime: Runtime, options: ServeOptions) -> anyhow::Result<()> {
-    let folders = model_folders(&options)?;
     let metrics = Arc::new(Metrics::new());
     let state = Data::new(AppState {
         engine: OnceLock::new(),
@@ -266,7 +266,7 @@ pub async fn serve(runtime: Runtime, options: ServeOptions) -> anyhow::Result<()
     let failure: Arc<Mutex<Option<anyhow::Error>>> = Arc::default();
     let loader_failure = Arc::clone(&failure);
     actix_web::rt::spawn(async move {
-        let loaded = tokio::task::spawn_blocking(move || load_engine(&runtime, &options, &folders, metrics)).await;
+        let loaded = tokio::task::spawn_blocking(move || load_engine(&runtime, &options, metrics)).await;
         match loaded.map_err(anyhow::Error::from).and_then(|engine| engine) {
             Ok(engine) => {
                 let _ = state.engine.set(Arc::new(engine));

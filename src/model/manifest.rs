@@ -59,8 +59,14 @@ impl Manifest {
     pub fn load(folder: &Path) -> Result<Self, ManifestError> {
         let path = folder.join(MANIFEST_FILE);
         let text = std::fs::read_to_string(&path).map_err(|error| ManifestError::Read { path: path.clone(), error })?;
+        Self::parse(&text, folder)
+    }
+
+    /// Parses the text of `<folder>/model.toml`.
+    pub fn parse(text: &str, folder: &Path) -> Result<Self, ManifestError> {
+        let path = folder.join(MANIFEST_FILE);
         let invalid = |message: String| ManifestError::Invalid { path: path.clone(), message };
-        let raw: RawManifest = toml::from_str(&text).map_err(|e| invalid(e.message().to_string()))?;
+        let raw: RawManifest = toml::from_str(text).map_err(|e| invalid(e.message().to_string()))?;
         if raw.family != "sam" {
             return Err(invalid(format!("family {:?} is not supported (supported: \"sam\")", raw.family)));
         }

@@ -1,5 +1,6 @@
 //! The ONNX side: a model folder (manifest + encoder + decoder) and the ORT runtime. Knows nothing of HTTP.
 
+mod builtin;
 mod decoder;
 mod encoder;
 pub mod manifest;
@@ -13,12 +14,13 @@ use std::path::Path;
 
 use ort::session::Session;
 
+pub use builtin::BUILTIN_MODEL;
 pub use decoder::{DecodedPrompt, Decoder};
 pub use encoder::{Embedding, Encoder};
 pub use manifest::Manifest;
 pub use preprocess::ImageSize;
 pub use prompt::{Point, PointLabel, Prompt, PromptError};
-pub use runtime::{Device, Runtime, RuntimeError};
+pub use runtime::{Device, OnnxSource, Runtime, RuntimeError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -58,8 +60,25 @@ impl SamModel {
     /// Loads `<folder>/model.toml` and its ONNX files; shapes come from the ONNX files.
     pub fn load(folder: &Path, runtime: &Runtime, sessions: SessionCounts) -> Result<Self, ModelError> {
         let manifest = Manifest::load(folder)?;
-        let encoder = Encoder::new(open_sessions(runtime, &manifest.encoder, sessions.encoder)?, &manifest)?;
-        let decoder_sessions = open_sessions(runtime, &manifest.decoder, sessions.decoder)?;
+        let (encoder, decoder) = (manifest.encoder.clone(), manifest.decoder.clone());
+        Self::open(manifest, OnnxSource::File(&encoder), OnnxSource::File(&decoder), runtime, sessions)
+    }
+
+    /// The model built into the binary (`models/samserve-s`), usable wherever the binary runs.
+    pub fn builtin(runtime: &Runtime, sessions: SessionCounts) -> Result<Self, ModelError> {
+        let manifest = builtin::manifest()?;
+        Self::open(manifest, builtin::ENCODER, builtin::DECODER, runtime, sessions)
+    }
+
+    fn open(
+        manifest: Manifest,
+        encoder: OnnxSource,
+        decoder: OnnxSource,
+        runtime: &Runtime,
+        sessions: SessionCounts,
+    ) -> Result<Self, ModelError> {
+        let encoder = Encoder::new(open_sessions(runtime, encoder, &manifest.encoder, sessions.encoder)?, &manifest)?;
+        let decoder_sessions = open_sessions(runtime, decoder, &manifest.decoder, sessions.decoder)?;
         let decoder = Decoder::new(decoder_sessions, &manifest, encoder.embedding_shape())?;
         Ok(Self { manifest, encoder, decoder })
     }
@@ -69,9 +88,10 @@ impl SamModel {
     }
 }
 
-fn open_sessions(runtime: &Runtime, file: &Path, count: usize) -> Result<Vec<Session>, ModelError> {
+/// `count` sessions of one network; `file` names it in errors.
+fn open_sessions(runtime: &Runtime, source: OnnxSource, file: &Path, count: usize) -> Result<Vec<Session>, ModelError> {
     (0..count.max(1))
-        .map(|_| runtime.session(file).map_err(|error| ModelError::Load { file: file.display().to_string(), error }))
+        .map(|_| runtime.session(source).map_err(|error| ModelError::Load { file: file.display().to_string(), error }))
         .collect()
 }
 

@@ -57,14 +57,25 @@ impl Runtime {
         Ok(Self { environment, providers, intra_threads })
     }
 
-    /// Opens one ONNX file as a session with this runtime's providers (the CPU always last, as the fallback).
-    pub fn session(&self, model: &Path) -> Result<Session, ort::Error> {
+    /// Opens an ONNX model as a session with this runtime's providers (the CPU always last, as the fallback).
+    pub fn session(&self, model: OnnxSource) -> Result<Session, ort::Error> {
         let mut builder = Session::builder(&self.environment)?
             .with_optimization_level(GraphOptimizationLevel::Level3)?
             .with_execution_providers(&self.providers)?;
         if let Some(threads) = self.intra_threads {
             builder = builder.with_intra_threads(threads)?;
         }
-        builder.commit_from_file(model)
+        match model {
+            OnnxSource::File(path) => builder.commit_from_file(path),
+            OnnxSource::Memory(bytes) => builder.commit_from_memory(bytes),
+        }
     }
+}
+
+/// Where the bytes of an ONNX model come from.
+#[derive(Debug, Clone, Copy)]
+pub enum OnnxSource<'a> {
+    File(&'a Path),
+    /// Embedded in the binary (the built-in model).
+    Memory(&'a [u8]),
 }

@@ -44,10 +44,15 @@ impl Server {
     }
 
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let models = fixture_models().join(",");
+        Self::spawn(&[&["--model-dir", models.as_str()], extra].concat(), env)
+    }
+
+    /// `samserve serve --port 0` with only `args`: no --model-dir means the built-in model.
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_samserve"))
-            .args(["--device", "cpu", "--threads", "1", "serve", "--port", "0", "--model-dir"])
-            .arg(fixture_models().join(","))
-            .args(extra)
+            .args(["--device", "cpu", "--threads", "1", "serve", "--port", "0"])
+            .args(args)
             .envs(env.iter().copied())
             .env_remove("ORT_DYLIB_PATH")
             .env_remove("SAMSERVE_ORT_LIB")
