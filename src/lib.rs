@@ -4,11 +4,14 @@
 //! bytes -> [`image_input`] -> [`model::preprocess`] -> encoder -> [`model::Embedding`]
 //! prompt -> [`model::prompt`] -> decoder -> low-res logits -> [`mask`] -> encodings ([`segment`]).
 
+pub mod amg;
+pub mod batch;
 pub mod coco;
 pub mod engine;
 pub mod eval;
 pub mod http;
 pub mod image_input;
+pub mod jobs;
 pub mod mask;
 pub mod metrics;
 pub mod model;

@@ -2,12 +2,16 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use samserve::amg::{self, AmgInput, AmgParams};
+use samserve::batch::{self, BatchTask, CocoResults, ImageOutcome};
 use samserve::http::ServeOptions;
 use samserve::image_input::{ImageLimits, decode_image};
 use samserve::model::{Device, Point, PointLabel, Prompt, Runtime, SamModel, SessionCounts};
@@ -43,6 +47,140 @@ enum Command {
     Segment(SegmentArgs),
     /// Interactive-segmentation mIoU of a model on a COCO dataset (1 point, 3 points, box, box + point).
     Eval(EvalArgs),
+    /// Segment everything in one image (SamAutomaticMaskGenerator's semantics); writes the masks as JSON.
+    Everything(EverythingArgs),
+    /// Segment many images (files and folders, recursively) with prompts or everything; writes COCO results.
+    Batch(BatchArgs),
+}
+
+#[derive(Args)]
+struct EverythingArgs {
+    /// A model folder; the built-in model by default.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// The image.
+    image: PathBuf,
+    #[command(flatten)]
+    params: AmgParams,
+    /// Encodings of each mask.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "rle")]
+    output: Vec<OutputFormat>,
+    /// The JSON file to write (the body `POST /v1/images/{id}/everything` answers).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn run_everything(runtime: &Runtime, args: &EverythingArgs) -> Result<()> {
+    let model = load_model(runtime, args.model.as_deref())?;
+    let bytes = std::fs::read(&args.image).with_context(|| format!("reading {}", args.image.display()))?;
+    let image = decode_image(&bytes, &ImageLimits::default()).with_context(|| args.image.display().to_string())?;
+    let started = Instant::now();
+    let masks = amg::generate(&model, AmgInput::Image(&image), &args.params)?;
+    let body = serde_json::json!({
+        "model": model.name(),
+        "width": image.width(),
+        "height": image.height(),
+        "elapsed_ms": started.elapsed().as_secs_f64() * 1e3,
+        "masks": amg::encode_all(&masks, &args.output),
+    });
+    std::fs::write(&args.out, serde_json::to_vec(&body)?).with_context(|| format!("writing {}", args.out.display()))?;
+    eprintln!("{} masks -> {}", masks.len(), args.out.display());
+    Ok(())
+}
+
+#[derive(Args)]
+struct BatchArgs {
+    /// A model folder; the built-in model by default.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Image files and folders (searched recursively for image files).
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// A JSON file `{"<file name>": [<prompt>, ...]}` (prompts as in the API; names as in the results: the file
+    /// name, or the path below the folder given).
+    #[arg(long, conflicts_with = "everything")]
+    prompts: Option<PathBuf>,
+    /// Segment everything in each image.
+    #[arg(long)]
+    everything: bool,
+    #[command(flatten)]
+    params: AmgParams,
+    /// The COCO results file to write.
+    #[arg(long)]
+    output: PathBuf,
+    /// Also write each mask as a PNG: DIR/<file name without extension>/<k>.png, k counting the image's masks.
+    #[arg(long)]
+    masks_dir: Option<PathBuf>,
+    /// Images in flight at once (default: one per CPU core, each on one thread).
+    #[arg(long)]
+    workers: Option<usize>,
+}
+
+fn run_batch(runtime: &Runtime, args: &BatchArgs, workers: usize) -> Result<()> {
+    let task = match (&args.prompts, args.everything) {
+        (Some(file), false) => {
+            let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            let prompts =
+                serde_json::from_slice(&text).with_context(|| format!("{} is not a prompts file", file.display()))?;
+            BatchTask::Prompts { prompts }
+        }
+        (None, true) => BatchTask::Everything { params: args.params.clone() },
+        _ => bail!("give --prompts FILE or --everything"),
+    };
+    task.validate().map_err(anyhow::Error::msg)?;
+    let inputs = batch::collect_inputs(&args.inputs).map_err(anyhow::Error::msg)?;
+    let sessions = SessionCounts { encoder: workers, decoder: workers };
+    let model = load_model_with(runtime, args.model.as_deref(), sessions)?;
+    let progress = ProgressBar::new(inputs.len() as u64).with_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} images  {per_sec}  ETA {eta}  {msg}")
+            .expect("a valid template"),
+    );
+    let failed = AtomicUsize::new(0);
+    let outcomes = batch::run_local(&model, &inputs, &task, &ImageLimits::default(), workers, |_, outcome| {
+        if outcome.is_err() {
+            let count = failed.fetch_add(1, Ordering::Relaxed) + 1;
+            progress.set_message(format!("{count} failed"));
+        }
+        progress.inc(1);
+    })
+    .map_err(anyhow::Error::msg)?;
+    progress.finish();
+    let succeeded: Vec<(&str, &ImageOutcome)> = inputs
+        .iter()
+        .zip(&outcomes)
+        .filter_map(|(input, o)| o.as_ref().ok().map(|o| (input.name.as_str(), o)))
+        .collect();
+    let results = CocoResults::assemble(succeeded.iter().copied());
+    std::fs::write(&args.output, serde_json::to_vec(&results)?)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    if let Some(folder) = &args.masks_dir {
+        write_mask_pngs(folder, &succeeded)?;
+    }
+    eprintln!("{} images, {} masks -> {}", results.images.len(), results.annotations.len(), args.output.display());
+    let errors: Vec<String> = inputs
+        .iter()
+        .zip(&outcomes)
+        .filter_map(|(input, outcome)| outcome.as_ref().err().map(|e| format!("  {}: {e}", input.path.display())))
+        .collect();
+    if !errors.is_empty() {
+        bail!("{} of {} images failed:\n{}", errors.len(), inputs.len(), errors.join("\n"));
+    }
+    Ok(())
+}
+
+fn write_mask_pngs(folder: &std::path::Path, outcomes: &[(&str, &ImageOutcome)]) -> Result<()> {
+    for (name, outcome) in outcomes {
+        let stem = std::path::Path::new(name).with_extension("");
+        let directory = folder.join(stem);
+        std::fs::create_dir_all(&directory).with_context(|| format!("creating {}", directory.display()))?;
+        for (k, annotation) in outcome.annotations.iter().enumerate() {
+            let mask = samserve::mask::rle::decode(&annotation.segmentation)?;
+            let path = directory.join(format!("{k}.png"));
+            std::fs::write(&path, samserve::mask::png_bytes(&mask))
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -128,10 +266,15 @@ fn parse_box(text: &str) -> Result<[f64; 4], String> {
 
 /// The model folder given, or the built-in model.
 fn load_model(runtime: &Runtime, folder: Option<&std::path::Path>) -> Result<SamModel> {
+    load_model_with(runtime, folder, SessionCounts::default())
+}
+
+fn load_model_with(runtime: &Runtime, folder: Option<&std::path::Path>, sessions: SessionCounts) -> Result<SamModel> {
     match folder {
-        Some(folder) => SamModel::load(folder, runtime, SessionCounts::default())
-            .with_context(|| format!("loading {}", folder.display())),
-        None => SamModel::builtin(runtime, SessionCounts::default()).context("loading the built-in model"),
+        Some(folder) => {
+            SamModel::load(folder, runtime, sessions).with_context(|| format!("loading {}", folder.display()))
+        }
+        None => SamModel::builtin(runtime, sessions).context("loading the built-in model"),
     }
 }
 
@@ -182,13 +325,25 @@ fn main() -> ExitCode {
     init_logging(if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" });
     // ORT_DYLIB_PATH is the name ort's own users know.
     let library = cli.runtime.ort_lib.clone().or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from));
-    let outcome = Runtime::load(library.as_deref(), cli.runtime.device, cli.runtime.threads)
-        .map_err(anyhow::Error::from)
-        .and_then(|runtime| match cli.command {
+    // A batch runs one image per core, each on one thread, unless told otherwise.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let batch_workers = match &cli.command {
+        Command::Batch(args) => args.workers.unwrap_or(cores).max(1),
+        _ => 1,
+    };
+    let threads = match &cli.command {
+        Command::Batch(_) => cli.runtime.threads.or(Some((cores / batch_workers).max(1))),
+        _ => cli.runtime.threads,
+    };
+    let outcome = Runtime::load(library.as_deref(), cli.runtime.device, threads).map_err(anyhow::Error::from).and_then(
+        |runtime| match cli.command {
             Command::Serve(options) => actix_web::rt::System::new().block_on(samserve::http::serve(runtime, options)),
             Command::Segment(args) => run_segment(&runtime, &args),
             Command::Eval(args) => run_eval(&runtime, &args),
-        });
+            Command::Everything(args) => run_everything(&runtime, &args),
+            Command::Batch(args) => run_batch(&runtime, &args, batch_workers),
+        },
+    );
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

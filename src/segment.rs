@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::mask::upscale::upscale_logits;
 use crate::mask::{self, BinaryMask, rle::CocoRle};
-use crate::model::{Embedding, ModelError, Prompt, SamModel};
+use crate::model::{Embedding, ModelError, Point, PointLabel, Prompt, PromptError, SamModel};
 
 /// The stability score offset of segment-anything (`stability_score_offset = 1.0`).
 pub const STABILITY_SCORE_OFFSET: f32 = 1.0;
@@ -27,6 +27,47 @@ pub enum OutputFormat {
     Png,
     /// The low-res logits (the decoder's own resolution), base64 of little-endian f32, row-major.
     Logits,
+}
+
+/// The most points one prompt may have.
+pub const MAX_POINTS_PER_PROMPT: usize = 64;
+
+/// One prompt as the API and job specs write it: points with labels, a box, or both; optionally the `logits_id` of
+/// an earlier result as mask_input.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PromptSpec {
+    /// `[[x, y], ...]` in pixels of the original image (after EXIF orientation).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub points: Vec<[f64; 2]>,
+    /// One per point: 1 = foreground, 0 = background.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<i64>,
+    /// `[x0, y0, x1, y1]`
+    #[serde(rename = "box", skip_serializing_if = "Option::is_none")]
+    pub bbox: Option<[f64; 4]>,
+    /// A `logits_id` from an earlier result, for iterative refinement.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask_input: Option<String>,
+}
+
+impl PromptSpec {
+    /// The prompt without its mask_input (which the caller resolves); checks what needs no image.
+    pub fn to_prompt(&self) -> Result<Prompt, PromptError> {
+        if self.points.len() != self.labels.len() {
+            return Err(PromptError::LabelCount { points: self.points.len(), labels: self.labels.len() });
+        }
+        if self.points.len() > MAX_POINTS_PER_PROMPT {
+            return Err(PromptError::TooManyPoints(MAX_POINTS_PER_PROMPT));
+        }
+        let points = self
+            .points
+            .iter()
+            .zip(&self.labels)
+            .map(|(&[x, y], &code)| Ok(Point { x, y, label: PointLabel::from_code(code)? }))
+            .collect::<Result<Vec<Point>, PromptError>>()?;
+        Ok(Prompt { points, bbox: self.bbox, mask_input: None })
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -19,6 +19,7 @@ use ndarray::Array2;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
+use crate::amg::{self, AmgError, AmgInput, AmgParams, GeneratedMask};
 use crate::image_input::{ImageError, ImageLimits, decode_image};
 use crate::metrics::Metrics;
 use crate::model::{Embedding, ModelError, Prompt, PromptError, SamModel};
@@ -50,6 +51,8 @@ pub enum EngineError {
     Image(#[from] ImageError),
     #[error("prompt {index}: {error}")]
     Prompt { index: usize, error: PromptError },
+    #[error("{0}")]
+    InvalidParams(String),
     #[error("the encoder is busy and its queue is full ({waiting} images waiting); retry later")]
     Overloaded { waiting: usize },
     #[error("inference failed: {0}")]
@@ -61,6 +64,15 @@ impl From<ModelError> for EngineError {
         match error {
             ModelError::Prompt { index, error } => Self::Prompt { index, error },
             other => Self::Inference(other.to_string()),
+        }
+    }
+}
+
+impl From<AmgError> for EngineError {
+    fn from(error: AmgError) -> Self {
+        match error {
+            AmgError::Model(error) => error.into(),
+            invalid => Self::InvalidParams(invalid.to_string()),
         }
     }
 }
@@ -94,6 +106,13 @@ pub struct Segmentation {
 pub struct PromptRequest {
     pub prompt: Prompt,
     pub mask_input: Option<String>,
+}
+
+/// The answer to an `everything` call.
+pub struct Everything {
+    pub record: Arc<ImageRecord>,
+    pub masks: Vec<GeneratedMask>,
+    pub elapsed_ms: f64,
 }
 
 type SharedEncode = Shared<BoxFuture<'static, Result<Arc<ImageRecord>, EngineError>>>;
@@ -144,6 +163,11 @@ impl Engine {
 
     pub fn models(&self) -> impl Iterator<Item = &SamModel> {
         self.models.values().map(Arc::as_ref)
+    }
+
+    /// Every loaded model by name (for the job workers).
+    pub fn model_map(&self) -> BTreeMap<String, Arc<SamModel>> {
+        self.models.clone()
     }
 
     pub fn default_model(&self) -> &str {
@@ -294,5 +318,24 @@ impl Engine {
             result.logits_id = result.masks.first().and_then(|best| best.logits_id.clone());
         }
         Ok(Segmentation { record, results, decode_ms })
+    }
+
+    /// Automatic mask generation on a cached image (one crop layer: crops need the pixels, see [`amg::generate`]).
+    pub async fn everything(&self, image_id: &str, params: AmgParams) -> Result<Everything, EngineError> {
+        params.validate()?;
+        let record = lock(&self.embeddings)
+            .get(&image_id.to_string(), &self.metrics.embedding_cache)
+            .ok_or_else(|| EngineError::ImageNotFound(image_id.to_string()))?;
+        let model = self.model(Some(&record.model))?;
+        let _slot = self.decoder_slots.acquire().await.expect("the semaphore is never closed");
+        let job_record = Arc::clone(&record);
+        let (masks, elapsed_ms) = tokio::task::spawn_blocking(move || -> Result<_, EngineError> {
+            let started = Instant::now();
+            let masks = amg::generate(&model, AmgInput::Embedding(&job_record.embedding), &params)?;
+            Ok((masks, started.elapsed().as_secs_f64() * 1e3))
+        })
+        .await
+        .unwrap_or_else(|panic| Err(EngineError::Inference(format!("the generator thread failed: {panic}"))))?;
+        Ok(Everything { record, masks, elapsed_ms })
     }
 }

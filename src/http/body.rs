@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use super::error::ApiError;
 
 /// Reads a byte stream, refusing (413) as soon as it passes `limit`.
-async fn read_limited<S, B, E>(mut stream: S, limit: usize) -> Result<Vec<u8>, ApiError>
+pub async fn read_limited<S, B, E>(mut stream: S, limit: usize) -> Result<Vec<u8>, ApiError>
 where
     S: Stream<Item = Result<B, E>> + Unpin,
     B: AsRef<[u8]>,

@@ -85,6 +85,7 @@ impl From<EngineError> for ApiError {
                 ImageError::Undecodable(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "undecodable_image"),
             },
             EngineError::Prompt { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_prompt"),
+            EngineError::InvalidParams(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
             EngineError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             EngineError::Inference(_) => (StatusCode::INTERNAL_SERVER_ERROR, "inference_failed"),
         };

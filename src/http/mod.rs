@@ -2,7 +2,9 @@
 
 mod body;
 mod error;
+mod everything;
 mod images;
+mod jobs;
 mod ops;
 mod page;
 mod segment;
@@ -25,6 +27,7 @@ pub use error::ApiError;
 
 use crate::engine::{Engine, EngineConfig};
 use crate::image_input::ImageLimits;
+use crate::jobs::{Jobs, JobsConfig};
 use crate::metrics::Metrics;
 use crate::model::manifest::MANIFEST_FILE;
 use crate::model::{BUILTIN_MODEL, Runtime, SamModel, SessionCounts};
@@ -81,6 +84,21 @@ pub struct ServeOptions {
     /// HTTP worker threads (default: one per CPU core). Model work runs on its own threads.
     #[arg(long, env = "SAMSERVE_WORKERS")]
     pub workers: Option<usize>,
+    /// Where batch jobs keep their state (SQLite) and uploaded images.
+    #[arg(long, env = "SAMSERVE_DATA_DIR", default_value = "samserve-data")]
+    pub data_dir: PathBuf,
+    /// Job images processed at once.
+    #[arg(long, env = "SAMSERVE_JOB_WORKERS", default_value_t = 1)]
+    pub job_workers: usize,
+    /// Hours that an ended job and its results are kept.
+    #[arg(long, env = "SAMSERVE_JOB_RETENTION_HOURS", default_value_t = 168.0)]
+    pub job_retention_hours: f64,
+    /// Largest job upload (all its images), in MiB.
+    #[arg(long, env = "SAMSERVE_MAX_JOB_MB", default_value_t = 2048)]
+    pub max_job_mb: usize,
+    /// Most images in one job.
+    #[arg(long, env = "SAMSERVE_MAX_JOB_IMAGES", default_value_t = 10_000)]
+    pub max_job_images: usize,
     /// Seconds that in-flight requests get to finish after SIGTERM or Ctrl-C.
     #[arg(long, env = "SAMSERVE_SHUTDOWN_TIMEOUT_S", default_value_t = 30)]
     pub shutdown_timeout_s: u64,
@@ -93,11 +111,15 @@ pub struct HttpLimits {
     pub max_json_bytes: usize,
     pub max_prompts: usize,
     pub request_timeout: Duration,
+    pub max_job_bytes: usize,
+    pub max_job_images: usize,
 }
 
 /// What every handler gets: the engine once the models are loaded, the metrics and the limits.
 pub struct AppState {
     engine: OnceLock<Arc<Engine>>,
+    /// Set with the engine: jobs start once the models are loaded.
+    jobs: OnceLock<Arc<Jobs>>,
     metrics: Arc<Metrics>,
     limits: HttpLimits,
 }
@@ -106,6 +128,11 @@ impl AppState {
     /// The engine, or 503 `not_ready` while the models load.
     fn engine(&self) -> Result<Arc<Engine>, ApiError> {
         self.engine.get().cloned().ok_or_else(ApiError::not_ready)
+    }
+
+    /// The batch jobs, or 503 `not_ready` while the models load.
+    fn jobs(&self) -> Result<Arc<Jobs>, ApiError> {
+        self.jobs.get().cloned().ok_or_else(ApiError::not_ready)
     }
 
     /// Runs `work` under the per-request time limit.
@@ -125,6 +152,11 @@ impl AppState {
         images::remove,
         segment::segment_image,
         segment::segment_once,
+        everything::everything,
+        jobs::submit,
+        jobs::status,
+        jobs::results,
+        jobs::remove,
         ops::models,
         ops::healthz,
         ops::readyz,
@@ -217,6 +249,11 @@ fn routes(config: &mut web::ServiceConfig) {
         .service(images::remove)
         .service(segment::segment_image)
         .service(segment::segment_once)
+        .service(everything::everything)
+        .service(jobs::submit)
+        .service(jobs::status)
+        .service(jobs::results)
+        .service(jobs::remove)
         .service(ops::models)
         .service(ops::healthz)
         .service(ops::readyz)
@@ -236,14 +273,26 @@ fn extractor_errors(config: &mut web::ServiceConfig) {
 /// Serves until SIGTERM or Ctrl-C. Listens first (healthz answers, readyz says 503), then loads the models.
 pub async fn serve(runtime: Runtime, options: ServeOptions) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
+    let jobs = Jobs::open(JobsConfig {
+        data_dir: options.data_dir.clone(),
+        workers: options.job_workers,
+        retention: Duration::from_secs_f64(options.job_retention_hours.max(0.0) * 3600.0),
+        image_limits: ImageLimits { max_bytes: options.max_body_mb << 20, max_pixels: options.max_pixels },
+    })
+    .map_err(anyhow::Error::msg)
+    .with_context(|| format!("opening the job store in {}", options.data_dir.display()))?;
+    let jobs = Arc::new(jobs);
     let state = Data::new(AppState {
         engine: OnceLock::new(),
+        jobs: OnceLock::new(),
         metrics: Arc::clone(&metrics),
         limits: HttpLimits {
             max_body_bytes: options.max_body_mb << 20,
             max_json_bytes: options.max_json_kb << 10,
             max_prompts: options.max_prompts,
             request_timeout: Duration::from_secs_f64(options.request_timeout_s.max(0.001)),
+            max_job_bytes: options.max_job_mb << 20,
+            max_job_images: options.max_job_images,
         },
     });
     let listener = TcpListener::bind((options.host.as_str(), options.port))
@@ -269,7 +318,9 @@ pub async fn serve(runtime: Runtime, options: ServeOptions) -> anyhow::Result<()
         let loaded = tokio::task::spawn_blocking(move || load_engine(&runtime, &options, metrics)).await;
         match loaded.map_err(anyhow::Error::from).and_then(|engine| engine) {
             Ok(engine) => {
+                jobs.start(engine.model_map());
                 let _ = state.engine.set(Arc::new(engine));
+                let _ = state.jobs.set(jobs);
                 tracing::info!("ready");
             }
             Err(error) => {
@@ -295,12 +346,15 @@ mod tests {
     async fn not_ready_until_the_models_are_loaded() {
         let state = Data::new(AppState {
             engine: OnceLock::new(),
+            jobs: OnceLock::new(),
             metrics: Arc::new(Metrics::new()),
             limits: HttpLimits {
                 max_body_bytes: 1 << 20,
                 max_json_bytes: 1 << 10,
                 max_prompts: 4,
                 request_timeout: Duration::from_secs(1),
+                max_job_bytes: 1 << 20,
+                max_job_images: 4,
             },
         });
         let app = test::init_service(App::new().app_data(state).configure(routes).wrap(from_fn(observe))).await;

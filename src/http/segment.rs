@@ -8,28 +8,7 @@ use super::error::{ApiError, ErrorBody};
 use super::images::ModelQuery;
 use super::{AppState, body};
 use crate::engine::{PromptRequest, Segmentation};
-use crate::model::{Point, PointLabel, Prompt};
-use crate::segment::{OutputFormat, PromptResult, SegmentOptions};
-
-/// The most points one prompt may have.
-const MAX_POINTS_PER_PROMPT: usize = 64;
-
-/// One prompt: points with labels, a box, or both; optionally the `logits_id` of an earlier result as mask_input.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PromptSpec {
-    /// `[[x, y], ...]` in pixels of the original image (after EXIF orientation).
-    #[serde(default)]
-    pub points: Vec<[f64; 2]>,
-    /// One per point: 1 = foreground, 0 = background.
-    #[serde(default)]
-    pub labels: Vec<i64>,
-    /// `[x0, y0, x1, y1]`
-    #[serde(rename = "box")]
-    pub bbox: Option<[f64; 4]>,
-    /// A `logits_id` from an earlier result, for iterative refinement.
-    pub mask_input: Option<String>,
-}
+use crate::segment::{OutputFormat, PromptResult, PromptSpec, SegmentOptions};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -88,25 +67,8 @@ fn prompt_requests(
         .into_iter()
         .enumerate()
         .map(|(index, spec)| {
-            let invalid = |message: String| ApiError::invalid_prompt(format!("prompt {index}: {message}"));
-            if spec.points.len() != spec.labels.len() {
-                let (points, labels) = (spec.points.len(), spec.labels.len());
-                return Err(invalid(format!("{points} points but {labels} labels")));
-            }
-            if spec.points.len() > MAX_POINTS_PER_PROMPT {
-                return Err(invalid(format!("more than {MAX_POINTS_PER_PROMPT} points")));
-            }
-            let points = spec
-                .points
-                .iter()
-                .zip(&spec.labels)
-                .map(|(&[x, y], &code)| Ok(Point { x, y, label: PointLabel::from_code(code)? }))
-                .collect::<Result<Vec<Point>, crate::model::PromptError>>()
-                .map_err(|e| invalid(e.to_string()))?;
-            Ok(PromptRequest {
-                prompt: Prompt { points, bbox: spec.bbox, mask_input: None },
-                mask_input: spec.mask_input,
-            })
+            let prompt = spec.to_prompt().map_err(|e| ApiError::invalid_prompt(format!("prompt {index}: {e}")))?;
+            Ok(PromptRequest { prompt, mask_input: spec.mask_input })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
     Ok((prompts, SegmentOptions { multimask: request.multimask, outputs: request.output }))

@@ -4,8 +4,9 @@ use image::{GrayImage, ImageEncoder, codecs::png::PngEncoder};
 
 use super::BinaryMask;
 
-/// `[x, y, w, h]` of the pixels set, w and h counting pixels (pycocotools `toBbox`); all zeros for an empty mask.
-pub fn bbox_xywh(mask: &BinaryMask) -> [f64; 4] {
+/// The inclusive extent `[x0, y0, x1, y1]` of the pixels set (`x1`, `y1` are the last set column and row), as
+/// segment_anything `batched_mask_to_box` computes it; `None` for an empty mask.
+pub fn extent_xyxy(mask: &BinaryMask) -> Option<[usize; 4]> {
     let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
     for (y, row) in mask.data.chunks_exact(mask.width.max(1)).enumerate() {
         if let (Some(first), Some(last)) = (row.iter().position(|&v| v != 0), row.iter().rposition(|&v| v != 0)) {
@@ -15,10 +16,15 @@ pub fn bbox_xywh(mask: &BinaryMask) -> [f64; 4] {
             y1 = y;
         }
     }
-    if x0 == usize::MAX {
-        return [0.0; 4];
+    (x0 != usize::MAX).then_some([x0, y0, x1, y1])
+}
+
+/// `[x, y, w, h]` of the pixels set, w and h counting pixels (pycocotools `toBbox`); all zeros for an empty mask.
+pub fn bbox_xywh(mask: &BinaryMask) -> [f64; 4] {
+    match extent_xyxy(mask) {
+        Some([x0, y0, x1, y1]) => [x0 as f64, y0 as f64, (x1 - x0 + 1) as f64, (y1 - y0 + 1) as f64],
+        None => [0.0; 4],
     }
-    [x0 as f64, y0 as f64, (x1 - x0 + 1) as f64, (y1 - y0 + 1) as f64]
 }
 
 /// The mask as a single-channel 8-bit PNG, 255 = mask.

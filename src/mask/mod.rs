@@ -1,11 +1,13 @@
 //! Pure mask math: upsampling logits to the image, thresholds and scores, and the output encodings.
 
 mod encode;
+pub mod nms;
 pub mod polygon;
+pub mod regions;
 pub mod rle;
 pub mod upscale;
 
-pub use encode::{bbox_xywh, png_bytes, to_gray_image};
+pub use encode::{bbox_xywh, extent_xyxy, png_bytes, to_gray_image};
 
 /// A binary mask, row-major, one byte per pixel (0 or 1).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -53,6 +53,17 @@ fn resize(input: ArrayView2<f32>, output_size: ImageSize, keep: ImageSize) -> Ar
     output
 }
 
+/// First half of [`upscale_logits`]: low-res logits to the resized image at the model's input resolution (bilinear
+/// to S x S, cropped to `resized`). Cheap next to the full-size step, so filters can look at it first.
+pub fn upscale_to_input(low_res: ArrayView2<f32>, input_size: usize, resized: ImageSize) -> Array2<f32> {
+    resize(low_res, ImageSize::new(input_size, input_size), resized)
+}
+
+/// Second half of [`upscale_logits`]: logits of the resized image to the original size.
+pub fn input_to_original(input_logits: ArrayView2<f32>, original: ImageSize) -> Array2<f32> {
+    resize(input_logits, original, original)
+}
+
 /// Low-res logits of one mask to logits at the original image size (SamPredictor.postprocess_masks).
 pub fn upscale_logits(
     low_res: ArrayView2<f32>,
@@ -60,9 +71,7 @@ pub fn upscale_logits(
     resized: ImageSize,
     original: ImageSize,
 ) -> Array2<f32> {
-    let square = ImageSize::new(input_size, input_size);
-    let cropped = resize(low_res, square, resized);
-    resize(cropped.view(), original, original)
+    input_to_original(upscale_to_input(low_res, input_size, resized).view(), original)
 }
 
 #[cfg(test)]

@@ -53,6 +53,10 @@ pub enum PromptError {
     Empty,
     #[error("unknown point label {0} (use 1 for foreground, 0 for background)")]
     UnknownLabel(i64),
+    #[error("{points} points but {labels} labels")]
+    LabelCount { points: usize, labels: usize },
+    #[error("more than {0} points")]
+    TooManyPoints(usize),
     #[error("coordinates must be finite numbers")]
     NotFinite,
     #[error("point ({x}, {y}) is outside the {width}x{height} image")]

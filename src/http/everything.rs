@@ -1,0 +1,90 @@
+//! `/v1/images/{image_id}/everything`: automatic mask generation on a cached image.
+
+use actix_web::web::{Data, Path, Payload};
+use actix_web::{HttpRequest, HttpResponse, post};
+use serde::Serialize;
+
+use super::error::{ApiError, ErrorBody};
+use super::{AppState, body};
+use crate::amg::{AmgParams, EverythingMask, encode_all};
+use crate::segment::OutputFormat;
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct EverythingResponse {
+    pub image_id: String,
+    pub model: String,
+    pub width: usize,
+    pub height: usize,
+    /// Generation time (decoding the grid, filtering, NMS), in milliseconds.
+    pub elapsed_ms: f64,
+    /// In the official generator's order.
+    pub masks: Vec<EverythingMask>,
+}
+
+/// The body: SamAutomaticMaskGenerator's parameters (all optional) and `output` (default `["rle"]`). An empty body
+/// means all defaults.
+fn parse_request(text: &[u8]) -> Result<(AmgParams, Vec<OutputFormat>), ApiError> {
+    if text.iter().all(u8::is_ascii_whitespace) {
+        return Ok((AmgParams::default(), vec![OutputFormat::Rle]));
+    }
+    let mut fields: serde_json::Map<String, serde_json::Value> = body::parse_json(text)?;
+    let output = match fields.remove("output") {
+        Some(value) => serde_json::from_value(value).map_err(|e| ApiError::invalid_request(format!("output: {e}")))?,
+        None => vec![OutputFormat::Rle],
+    };
+    let params = serde_json::from_value(serde_json::Value::Object(fields))
+        .map_err(|e| ApiError::invalid_request(e.to_string()))?;
+    Ok((params, output))
+}
+
+/// Segment everything in a cached image (SamAutomaticMaskGenerator's semantics and defaults). `crop_n_layers`
+/// above 0 needs the pixels and is refused here: use a batch job or `samserve everything`.
+#[utoipa::path(
+    params(("image_id" = String, Path, description = "From the upload")),
+    request_body = AmgParams,
+    responses(
+        (status = 200, body = EverythingResponse),
+        (status = 400, description = "malformed JSON", body = ErrorBody),
+        (status = 404, description = "unknown image", body = ErrorBody),
+        (status = 422, description = "invalid parameters", body = ErrorBody),
+        (status = 503, description = "not ready or timed out (Retry-After)", body = ErrorBody),
+    )
+)]
+#[post("/v1/images/{image_id}/everything")]
+pub async fn everything(
+    state: Data<AppState>,
+    request: HttpRequest,
+    payload: Payload,
+    image_id: Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let engine = state.engine()?;
+    let text = body::read_body(&request, payload, state.limits.max_json_bytes).await?;
+    let (params, output) = parse_request(&text)?;
+    let done = state.within_time_limit(engine.everything(&image_id, params)).await??;
+    let masks = encode_all(&done.masks, &output);
+    Ok(HttpResponse::Ok().json(EverythingResponse {
+        image_id: done.record.image_id.clone(),
+        model: done.record.model.clone(),
+        width: done.record.width,
+        height: done.record.height,
+        elapsed_ms: done.elapsed_ms,
+        masks,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_and_output_are_read_apart() {
+        let (params, output) = parse_request(br#"{"points_per_side": 8, "output": ["rle", "png"]}"#).unwrap();
+        assert_eq!(params.points_per_side, 8);
+        assert_eq!(output, vec![OutputFormat::Rle, OutputFormat::Png]);
+        assert_eq!(parse_request(b"").unwrap().0, AmgParams::default());
+        assert_eq!(parse_request(br#"{"points_per_sde": 8}"#).unwrap_err().status.as_u16(), 422);
+        assert_eq!(parse_request(br#"{"output": ["jpeg"]}"#).unwrap_err().status.as_u16(), 422);
+        assert_eq!(parse_request(br#"[1]"#).unwrap_err().status.as_u16(), 422);
+        assert_eq!(parse_request(br#"{"points_per_side": "#).unwrap_err().status.as_u16(), 400);
+    }
+}
