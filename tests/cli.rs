@@ -140,3 +140,86 @@ fn bad_prompts_images_and_models_fail_cleanly() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+/// A folder with images in a subfolder, a broken image and a non-image file (skipped).
+fn batch_folder() -> PathBuf {
+    let folder = common::temp_dir("batch");
+    let images = common::fixtures().join("images");
+    std::fs::create_dir_all(folder.join("sub")).unwrap();
+    std::fs::copy(images.join("landscape.png"), folder.join("sub/landscape.png")).unwrap();
+    std::fs::copy(images.join("gray.png"), folder.join("gray.png")).unwrap();
+    std::fs::write(folder.join("broken.jpg"), b"\xff\xd8\xff not a jpeg").unwrap();
+    std::fs::write(folder.join("notes.txt"), b"not an image").unwrap();
+    folder
+}
+
+#[test]
+fn batch_everything_on_a_folder_writes_coco_results_and_fails_on_the_broken_file() {
+    let folder = batch_folder();
+    let output = folder.join("results.json");
+    let masks = folder.join("masks");
+    let model = common::fixtures().join("models/tiny-lean");
+    let run = samserve(&[
+        "batch",
+        "--model",
+        path_str(&model),
+        path_str(&folder),
+        "--everything",
+        "--points-per-side",
+        "8",
+        "--pred-iou-thresh",
+        "0.2",
+        "--stability-score-thresh",
+        "0",
+        "--output",
+        path_str(&output),
+        "--masks-dir",
+        path_str(&masks),
+        "--workers",
+        "2",
+    ]);
+    let stderr = stderr_of(&run);
+    assert!(stderr.contains("1 of 3 images failed") && stderr.contains("broken.jpg"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let results: serde_json::Value = serde_json::from_slice(&std::fs::read(&output).unwrap()).unwrap();
+    let names: Vec<&str> = results["images"].as_array().unwrap().iter().map(|i| i["file_name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["gray.png", "sub/landscape.png"]);
+    let annotations = results["annotations"].as_array().unwrap();
+    assert!(!annotations.is_empty());
+    let first_of_landscape = annotations.iter().position(|a| a["image_id"] == 2).unwrap();
+    let png = image::open(masks.join(format!("sub/landscape/{}.png", 0))).unwrap().to_luma8();
+    let coco: rle::CocoRle = serde_json::from_value(annotations[first_of_landscape]["segmentation"].clone()).unwrap();
+    let decoded = rle::decode(&coco).unwrap();
+    assert_eq!((png.width() as usize, png.height() as usize), (decoded.width, decoded.height));
+    assert!(png.pixels().zip(&decoded.data).all(|(p, &v)| (p.0[0] == 255) == (v == 1)));
+}
+
+#[test]
+fn batch_with_prompts_and_its_usage_errors() {
+    let folder = batch_folder();
+    let prompts = folder.join("prompts.json");
+    std::fs::write(&prompts, br#"{"landscape.png": [{"box": [100, 80, 400, 300]}, {"points": [[5, 5]], "labels": [1]}]}"#)
+        .unwrap();
+    let output = folder.join("prompted.json");
+    let model = common::fixtures().join("models/tiny-lean");
+    let landscape = folder.join("sub/landscape.png");
+    let args = ["batch", "--model", path_str(&model), path_str(&landscape), "--output", path_str(&output)];
+    let run = samserve(&[&args[..], &["--prompts", path_str(&prompts)]].concat());
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let results: serde_json::Value = serde_json::from_slice(&std::fs::read(&output).unwrap()).unwrap();
+    let indices: Vec<u64> =
+        results["annotations"].as_array().unwrap().iter().map(|a| a["prompt_index"].as_u64().unwrap()).collect();
+    assert_eq!(indices, [0, 1]);
+
+    let neither = stderr_of(&samserve(&args));
+    assert!(neither.contains("--prompts FILE or --everything"), "{neither}");
+    let gray = folder.join("gray.png");
+    let unprompted = samserve(&[
+        &["batch", "--model", path_str(&model), path_str(&gray), "--output", path_str(&output)][..],
+        &["--prompts", path_str(&prompts)],
+    ]
+    .concat());
+    assert!(stderr_of(&unprompted).contains("no prompts given for this file"));
+    let missing = stderr_of(&samserve(&["batch", "/nonexistent/folder", "--everything", "--output", "/dev/null"]));
+    assert!(missing.contains("/nonexistent/folder"), "{missing}");
+}

@@ -1,7 +1,9 @@
 """samserve vs the official segment-anything code, side by side in one run, as ratios.
 
 The same workloads on the same machine and thread count: the fixture model's architecture (tools/sam_tiny.py; the
-weights do not change the timings), tests/fixtures/images/large.jpg (2304x1536), a single click.
+weights do not change the timings), tests/fixtures/images/large.jpg (2304x1536), a single click. Segment everything
+(SamAutomaticMaskGenerator, default parameters, and with crop_n_layers=1) runs on landscape.png (640x427) with the
+AMG fixture model's weights (tests/fixtures/models/amg/sam_tiny.pt), whose masks pass the default thresholds.
 
 - official: PIL decode, SamPredictor.set_image (ResizeLongestSide + preprocess + image encoder in PyTorch),
   prompt encoder + mask decoder in PyTorch, SamPredictor.predict with pycocotools RLE of the returned masks.
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 from pycocotools import mask as coco_mask
-from segment_anything import SamPredictor
+from segment_anything import SamAutomaticMaskGenerator, SamPredictor
 
 from sam_tiny import SamConfig, build_sam
 
@@ -70,6 +72,12 @@ def official_stages(threads):
         }
         stages["decode_official"] = median_ms(30, decode)
         stages["segment_multimask_rle"] = median_ms(15, segment_rle)
+        amg_sam = build_sam(SamConfig(), seed=0)
+        amg_sam.load_state_dict(torch.load(ROOT / "tests" / "fixtures" / "models" / "amg" / "sam_tiny.pt"))
+        photo = np.asarray(Image.open(ROOT / "tests" / "fixtures" / "images" / "landscape.png").convert("RGB"))
+        stages["everything"] = median_ms(3, lambda: SamAutomaticMaskGenerator(amg_sam).generate(photo))
+        crops = SamAutomaticMaskGenerator(amg_sam, crop_n_layers=1)
+        stages["everything_crops"] = median_ms(3, lambda: crops.generate(photo))
     return stages
 
 

@@ -6,7 +6,8 @@
    trained model predicts low IoUs and soft logits, so the official default thresholds (predicted IoU 0.88,
    stability 0.95) would keep no mask at all and the comparison would test nothing; both constants are calibrated
    here so that the defaults keep a realistic share of the candidates. Exported to tests/fixtures/models/amg/
-   (encoder + lean decoder).
+   (encoder + lean decoder), with the PyTorch weights beside them (sam_tiny.pt, SamConfig() of sam_tiny.py) for
+   benchmarks against the official code.
 2. tests/fixtures/amg.json: for fixture images and several parameter sets (defaults, crop_n_layers=1,
    min_mask_region_area), every mask the official generator returns, as pycocotools RLE with its predicted IoU,
    stability score, bbox, point and crop box.
@@ -73,7 +74,7 @@ def encode(mask_rle):
 
 
 def main():
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     sam = build_sam(SamConfig(), seed=SEED)
     train(sam, TRAIN_STEPS, seed=SEED)
     calibration = np.asarray(Image.open(ROOT / "images" / "large.jpg").convert("RGB"))
@@ -82,6 +83,7 @@ def main():
 
     folder = ROOT / "models" / "amg"
     folder.mkdir(parents=True, exist_ok=True)
+    torch.save(sam.state_dict(), folder / "sam_tiny.pt")  # the same weights for the PyTorch side of benchmarks
     export_encoder(sam, folder / "encoder.onnx")
     export_lean_decoder(sam, folder / "decoder.onnx")
     write_manifest(folder, "amg", "encoder.onnx", "decoder.onnx", sam)

@@ -13,6 +13,17 @@ pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures")
 }
 
+/// A new empty folder under the system's temporary folder, unique to this process and call.
+pub fn temp_dir(label: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let folder = std::env::temp_dir().join(format!("samserve-test-{label}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&folder);
+    std::fs::create_dir_all(&folder).expect("creating a temporary folder");
+    folder
+}
+
 pub fn runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| Runtime::load(None, Device::Cpu, Some(1)).unwrap_or_else(|e| panic!("{e}")))

@@ -48,11 +48,15 @@ impl Server {
         Self::spawn(&[&["--model-dir", models.as_str()], extra].concat(), env)
     }
 
-    /// `samserve serve --port 0` with only `args`: no --model-dir means the built-in model.
+    /// `samserve serve --port 0` with only `args`: no --model-dir means the built-in model. Without --data-dir,
+    /// a fresh temporary one.
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let data_dir = super::temp_dir("data");
+        let data_dir_args = ["--data-dir", data_dir.to_str().expect("UTF-8 path")];
         let mut child = Command::new(env!("CARGO_BIN_EXE_samserve"))
             .args(["--device", "cpu", "--threads", "1", "serve", "--port", "0"])
             .args(args)
+            .args(if args.contains(&"--data-dir") { &[][..] } else { &data_dir_args[..] })
             .envs(env.iter().copied())
             .env_remove("ORT_DYLIB_PATH")
             .env_remove("SAMSERVE_ORT_LIB")

@@ -3,7 +3,8 @@
 import { after, before, beforeEach, afterEach, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -24,24 +25,32 @@ let browser;
 let context;
 let page;
 
-before(async () => {
-  mkdirSync(screenshots, { recursive: true });
-  server = spawn(binary, ['--device', 'cpu', 'serve', '--port', '0', '--model-dir',
-    join(root, 'tests', 'fixtures', 'models', 'tiny')], {
+/** Starts `samserve serve` on a free port with these model folders and a fresh data folder; resolves once ready. */
+async function startServer(models) {
+  const dataDir = mkdtempSync(join(tmpdir(), 'samserve-e2e-'));
+  const child = spawn(binary, ['--device', 'cpu', 'serve', '--port', '0', '--data-dir', dataDir, '--model-dir',
+    models.map((m) => join(root, 'tests', 'fixtures', 'models', m)).join(',')], {
     stdio: ['ignore', 'pipe', 'inherit'],
     env: { ...process.env, RUST_LOG: 'warn' },
   });
-  const lines = createInterface({ input: server.stdout });
+  const lines = createInterface({ input: child.stdout });
   const [first] = await Promise.race([
     new Promise((done) => lines.once('line', (line) => done([line]))),
-    new Promise((_, fail) => server.once('exit', (code) => fail(new Error(`samserve exited with ${code}`)))),
+    new Promise((_, fail) => child.once('exit', (code) => fail(new Error(`samserve exited with ${code}`)))),
   ]);
-  base = first.trim().split(' ').pop();
+  const address = first.trim().split(' ').pop();
   for (let i = 0; i < 600; i += 1) {
-    const ready = await fetch(`${base}/readyz`).then((r) => r.ok, () => false);
+    const ready = await fetch(`${address}/readyz`).then((r) => r.ok, () => false);
     if (ready) break;
     await new Promise((done) => setTimeout(done, 50));
   }
+  return { child, address };
+}
+
+before(async () => {
+  mkdirSync(screenshots, { recursive: true });
+  server = await startServer(['tiny']);
+  base = server.address;
   browser = await chromium.launch({
     executablePath: chromiumPath,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -51,7 +60,7 @@ before(async () => {
 
 after(async () => {
   await browser?.close();
-  server?.kill();
+  server?.child.kill();
 });
 
 beforeEach(async () => {
@@ -313,5 +322,42 @@ test('the page is served with cross-origin isolation headers', async () => {
     const label = await page.locator(control).evaluate((element) =>
       element.getAttribute('aria-label') || (element.labels && element.labels[0] && element.labels[0].textContent));
     assert.ok(label && label.trim(), `${control} is labelled`);
+  }
+});
+
+test('segment everything draws one object per generated mask', async () => {
+  // The AMG fixture model: its masks pass the generator's default thresholds.
+  const amg = await startServer(['amg']);
+  try {
+    await page.goto(amg.address);
+    await page.uncheck('#hover-toggle');
+    await page.setInputFiles('#file-input', landscape);
+    await page.waitForFunction(() => /encoded/.test(document.getElementById('upload-text').textContent));
+    await page.waitForSelector('#everything:not([hidden])');
+    const [response] = await Promise.all([
+      page.waitForResponse((r) => r.url().endsWith('/everything') && r.request().method() === 'POST'),
+      page.click('#everything'),
+    ]);
+    assert.equal(response.status(), 200);
+    const answer = await response.json();
+    assert.ok(answer.masks.length > 0, 'the generator found masks');
+    await page.waitForFunction((n) => document.querySelectorAll('#object-list li').length === n, answer.masks.length);
+    await page.evaluate(() => new Promise((done) => requestAnimationFrame(() => done())));
+    // What is painted is the union of the masks.
+    const union = new Uint8Array(WIDTH * HEIGHT);
+    for (const mask of answer.masks) {
+      let position = 0;
+      rleCounts(mask.rle.counts).forEach((run, i) => {
+        if (i % 2 === 1) for (let k = position; k < position + run; k += 1) union[k] = 1;
+        position += run;
+      });
+    }
+    const unionArea = union.reduce((a, b) => a + b, 0);
+    closeTo(await painted('mask-canvas'), unionArea, Math.max(2, unionArea * 0.01), 'painted pixels');
+    await page.screenshot({ path: join(screenshots, 'everything.png') });
+    await page.keyboard.press('Control+z');
+    assert.equal(await page.locator('#object-list li').count(), 0, 'one undo takes them all back');
+  } finally {
+    amg.child.kill();
   }
 });
