@@ -302,7 +302,7 @@ fn run_segment(runtime: &Runtime, args: &SegmentArgs) -> Result<()> {
         });
         std::fs::write(&args.out, serde_json::to_vec_pretty(&body)?)?;
     } else {
-        let best = results.first().and_then(|r| r.masks.first()).and_then(|m| m.png.as_deref());
+        let best = results.first().and_then(|r| r.masks.first()).and_then(|m| m.encodings.png.as_deref());
         let Some(png) = best else { bail!("the model returned no mask") };
         std::fs::write(&args.out, BASE64.decode(png)?)?;
     }

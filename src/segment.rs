@@ -1,5 +1,6 @@
 //! Prompts against an embedding -> the masks SamPredictor would return, with the API's encodings.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use base64::Engine;
@@ -83,6 +84,36 @@ pub struct LowResLogits {
     pub data: String,
 }
 
+/// The encodings of a mask that a caller asked for (`output`).
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct Encodings {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rle: Option<CocoRle>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub polygons: Option<Vec<Vec<f64>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub png: Option<String>,
+}
+
+impl Encodings {
+    /// Each encoding in `outputs` (`logits` is not a mask encoding and is left to the caller). `rle` and `binary`
+    /// are called only when needed, so a caller holding run lengths need not build the mask for RLE alone.
+    pub fn new<'a>(
+        outputs: &[OutputFormat],
+        rle: impl FnOnce() -> CocoRle,
+        binary: impl FnOnce() -> Cow<'a, BinaryMask>,
+    ) -> Self {
+        let wants = |format| outputs.contains(&format);
+        let binary = (wants(OutputFormat::Polygons) || wants(OutputFormat::Png)).then(binary);
+        let binary = binary.as_deref();
+        Self {
+            rle: wants(OutputFormat::Rle).then(rle),
+            polygons: binary.filter(|_| wants(OutputFormat::Polygons)).map(mask::polygon::polygons),
+            png: binary.filter(|_| wants(OutputFormat::Png)).map(|b| BASE64.encode(mask::png_bytes(b))),
+        }
+    }
+}
+
 /// One returned mask, with the fields of the API's `masks` entries.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MaskResult {
@@ -95,12 +126,8 @@ pub struct MaskResult {
     pub area: u64,
     /// `[x, y, w, h]`
     pub bbox: [f64; 4],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rle: Option<CocoRle>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub polygons: Option<Vec<Vec<f64>>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub png: Option<String>,
+    #[serde(flatten)]
+    pub encodings: Encodings,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logits: Option<LowResLogits>,
     /// This mask's low-res logits, to feed back as `mask_input`.
@@ -194,9 +221,7 @@ fn encode_mask(mask: Mask, outputs: &[OutputFormat]) -> MaskResult {
         stability_score: mask.stability_score,
         area: binary.area(),
         bbox: mask::bbox_xywh(binary),
-        rle: wants(OutputFormat::Rle).then(|| mask::rle::encode(binary)),
-        polygons: wants(OutputFormat::Polygons).then(|| mask::polygon::polygons(binary)),
-        png: wants(OutputFormat::Png).then(|| BASE64.encode(mask::png_bytes(binary))),
+        encodings: Encodings::new(outputs, || mask::rle::encode(binary), || Cow::Borrowed(binary)),
         logits: wants(OutputFormat::Logits).then(|| LowResLogits {
             size: [low_res.nrows(), low_res.ncols()],
             data: BASE64.encode(low_res.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()),

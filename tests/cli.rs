@@ -182,7 +182,8 @@ fn batch_everything_on_a_folder_writes_coco_results_and_fails_on_the_broken_file
     assert!(stderr.contains("1 of 3 images failed") && stderr.contains("broken.jpg"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     let results: serde_json::Value = serde_json::from_slice(&std::fs::read(&output).unwrap()).unwrap();
-    let names: Vec<&str> = results["images"].as_array().unwrap().iter().map(|i| i["file_name"].as_str().unwrap()).collect();
+    let names: Vec<&str> =
+        results["images"].as_array().unwrap().iter().map(|i| i["file_name"].as_str().unwrap()).collect();
     assert_eq!(names, ["gray.png", "sub/landscape.png"]);
     let annotations = results["annotations"].as_array().unwrap();
     assert!(!annotations.is_empty());
@@ -198,8 +199,11 @@ fn batch_everything_on_a_folder_writes_coco_results_and_fails_on_the_broken_file
 fn batch_with_prompts_and_its_usage_errors() {
     let folder = batch_folder();
     let prompts = folder.join("prompts.json");
-    std::fs::write(&prompts, br#"{"landscape.png": [{"box": [100, 80, 400, 300]}, {"points": [[5, 5]], "labels": [1]}]}"#)
-        .unwrap();
+    std::fs::write(
+        &prompts,
+        br#"{"landscape.png": [{"box": [100, 80, 400, 300]}, {"points": [[5, 5]], "labels": [1]}]}"#,
+    )
+    .unwrap();
     let output = folder.join("prompted.json");
     let model = common::fixtures().join("models/tiny-lean");
     let landscape = folder.join("sub/landscape.png");
@@ -214,11 +218,13 @@ fn batch_with_prompts_and_its_usage_errors() {
     let neither = stderr_of(&samserve(&args));
     assert!(neither.contains("--prompts FILE or --everything"), "{neither}");
     let gray = folder.join("gray.png");
-    let unprompted = samserve(&[
-        &["batch", "--model", path_str(&model), path_str(&gray), "--output", path_str(&output)][..],
-        &["--prompts", path_str(&prompts)],
-    ]
-    .concat());
+    let unprompted = samserve(
+        &[
+            &["batch", "--model", path_str(&model), path_str(&gray), "--output", path_str(&output)][..],
+            &["--prompts", path_str(&prompts)],
+        ]
+        .concat(),
+    );
     assert!(stderr_of(&unprompted).contains("no prompts given for this file"));
     let missing = stderr_of(&samserve(&["batch", "/nonexistent/folder", "--everything", "--output", "/dev/null"]));
     assert!(missing.contains("/nonexistent/folder"), "{missing}");

@@ -74,12 +74,16 @@ fn prompts_job_gives_one_mask_per_prompt_and_records_a_corrupt_image() {
     let job = submit(&server, &files, &spec);
     let ended = wait_until_ended(&server, &job);
     assert_eq!(ended["status"], "succeeded");
-    assert_eq!((ended["total"].as_u64(), ended["done"].as_u64(), ended["failed"].as_u64()), (Some(3), Some(3), Some(1)));
+    assert_eq!(
+        (ended["total"].as_u64(), ended["done"].as_u64(), ended["failed"].as_u64()),
+        (Some(3), Some(3), Some(1))
+    );
     assert_eq!(ended["errors"][0]["file"], "broken.png");
     assert!(ended["errors"][0]["message"].as_str().unwrap().contains("image"), "{ended}");
 
     let coco = results(&server, &job);
-    let names: Vec<&str> = coco["images"].as_array().unwrap().iter().map(|i| i["file_name"].as_str().unwrap()).collect();
+    let names: Vec<&str> =
+        coco["images"].as_array().unwrap().iter().map(|i| i["file_name"].as_str().unwrap()).collect();
     assert_eq!(names, ["landscape.png", "portrait.jpg"]);
     assert_eq!((coco["images"][0]["width"].as_u64(), coco["images"][0]["height"].as_u64()), (Some(640), Some(427)));
     let annotations = coco["annotations"].as_array().unwrap();

@@ -62,7 +62,7 @@ fn assert_parity(label: &str, ours: &[MaskResult], expected: &[Value]) -> (f64, 
         let bbox: Vec<f64> = reference["bbox"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
         assert_eq!(bbox_xywh(&official).to_vec(), bbox, "{label}: bbox");
 
-        let iou = rle::decode(mine.rle.as_ref().unwrap()).unwrap().iou(&official);
+        let iou = rle::decode(mine.encodings.rle.as_ref().unwrap()).unwrap().iou(&official);
         let score = reference["score"].as_f64().unwrap();
         let stability = reference["stability_score"].as_f64().unwrap();
         if iou < 0.995 {
@@ -161,7 +161,7 @@ fn mask_input_refinement_changes_the_mask() {
     let embedding = model.encoder.encode(&image).unwrap();
     let plain = segment(&model, &embedding, &[prompt_from_json(&case["prompt"])], &options(false)).unwrap();
     let refined = refine(&model, &embedding, &case["prompt"], false);
-    assert_ne!(plain[0].masks[0].rle, refined[0].rle, "mask_input had no effect");
+    assert_ne!(plain[0].masks[0].encodings.rle, refined[0].encodings.rle, "mask_input had no effect");
 }
 
 #[test]

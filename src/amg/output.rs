@@ -1,13 +1,12 @@
 //! Generated masks in the API's JSON shape, with the encodings a caller asked for.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
+use std::borrow::Cow;
+
 use rayon::prelude::*;
 use serde::Serialize;
 
 use super::GeneratedMask;
-use crate::mask::{self, rle::CocoRle};
-use crate::segment::OutputFormat;
+use crate::segment::{Encodings, OutputFormat};
 
 /// One mask of `everything`: the fields of SamAutomaticMaskGenerator's records.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -22,12 +21,8 @@ pub struct EverythingMask {
     pub point_coords: Vec<[f64; 2]>,
     /// `[x, y, w, h]` of the crop the mask came from.
     pub crop_box: [f64; 4],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rle: Option<CocoRle>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub polygons: Option<Vec<Vec<f64>>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub png: Option<String>,
+    #[serde(flatten)]
+    pub encodings: Encodings,
 }
 
 /// Encodes every mask (in parallel); `logits` has no meaning here and is ignored.
@@ -36,8 +31,6 @@ pub fn encode_all(masks: &[GeneratedMask], outputs: &[OutputFormat]) -> Vec<Ever
 }
 
 fn encode(generated: &GeneratedMask, outputs: &[OutputFormat]) -> EverythingMask {
-    let wants = |format| outputs.contains(&format);
-    let binary = (wants(OutputFormat::Polygons) || wants(OutputFormat::Png)).then(|| generated.binary());
     let crop = generated.crop_box;
     EverythingMask {
         score: generated.predicted_iou,
@@ -46,8 +39,6 @@ fn encode(generated: &GeneratedMask, outputs: &[OutputFormat]) -> EverythingMask
         bbox: generated.bbox_xywh(),
         point_coords: vec![generated.point],
         crop_box: [crop.x0 as f64, crop.y0 as f64, crop.width() as f64, crop.height() as f64],
-        rle: wants(OutputFormat::Rle).then(|| generated.rle()),
-        polygons: binary.as_ref().filter(|_| wants(OutputFormat::Polygons)).map(mask::polygon::polygons),
-        png: binary.as_ref().filter(|_| wants(OutputFormat::Png)).map(|b| BASE64.encode(mask::png_bytes(b))),
+        encodings: Encodings::new(outputs, || generated.rle(), || Cow::Owned(generated.binary())),
     }
 }
