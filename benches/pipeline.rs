@@ -1,7 +1,8 @@
-//! Stage timings of the samserve pipeline on the fixture models, for `tools/bench_vs_official.py`, which runs the
-//! official segment-anything code on the same workloads in the same run and prints the ratios.
+//! In-process stage timings of the samserve pipeline: the "bare" side of `tools/benchmarks.py`, which runs them
+//! next to the HTTP service and the official segment-anything code in one run and writes the ratios.
 //!
-//! `cargo bench --bench pipeline [-- --json]`: median milliseconds per stage (one line of JSON with --json).
+//! `cargo bench --bench pipeline -- [--model DIR|builtin] [--image PATH] [--threads N] [--json]`: p50 and p99
+//! milliseconds per stage (one line of JSON with --json). Defaults: the AMG fixture model, landscape.png, 2 threads.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -10,9 +11,11 @@ use samserve::amg::{self, AmgInput, AmgParams};
 use samserve::image_input::{ImageLimits, decode_image};
 use samserve::model::{Device, Point, PointLabel, Prompt, Runtime, SamModel, SessionCounts};
 use samserve::segment::{OutputFormat, SegmentOptions, segment};
+use serde_json::json;
 
-fn median_ms(repeats: usize, mut work: impl FnMut()) -> f64 {
-    work(); // warm-up
+/// p50 and p99 of `repeats` timed runs of `work` (after one warm-up), in milliseconds.
+fn percentiles(repeats: usize, mut work: impl FnMut()) -> (f64, f64) {
+    work();
     let mut times: Vec<f64> = (0..repeats)
         .map(|_| {
             let started = Instant::now();
@@ -21,56 +24,77 @@ fn median_ms(repeats: usize, mut work: impl FnMut()) -> f64 {
         })
         .collect();
     times.sort_by(f64::total_cmp);
-    times[repeats / 2]
+    let at = |q: f64| times[((q * repeats as f64).ceil() as usize).clamp(1, repeats) - 1];
+    (at(0.5), at(0.99))
+}
+
+fn argument(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
 }
 
 fn main() {
     let json = std::env::args().any(|a| a == "--json");
-    let threads = std::env::var("BENCH_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(2);
     let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let threads = argument("--threads").and_then(|t| t.parse().ok()).unwrap_or(2);
     let runtime = Runtime::load(None, Device::Cpu, Some(threads)).unwrap_or_else(|e| panic!("{e}"));
-    let official = SamModel::load(&fixtures.join("models/tiny"), &runtime, SessionCounts::default()).unwrap();
-    let lean = SamModel::load(&fixtures.join("models/tiny-lean"), &runtime, SessionCounts::default()).unwrap();
-    let bytes = std::fs::read(fixtures.join("images/large.jpg")).unwrap();
+    let model_arg = argument("--model").unwrap_or_else(|| fixtures.join("models/amg").display().to_string());
+    let model = if model_arg == "builtin" {
+        SamModel::builtin(&runtime, SessionCounts::default())
+    } else {
+        SamModel::load(&PathBuf::from(&model_arg), &runtime, SessionCounts::default())
+    }
+    .unwrap_or_else(|e| panic!("{e}"));
+    let image_path = argument("--image").map_or_else(|| fixtures.join("images/landscape.png"), PathBuf::from);
+    let bytes = std::fs::read(&image_path).unwrap();
     let image = decode_image(&bytes, &ImageLimits::default()).unwrap();
-    let embedding = official.encoder.encode(&image).unwrap();
-    let click = |i: usize| Prompt {
-        points: vec![Point { x: 300.0 + 200.0 * i as f64, y: 700.0, label: PointLabel::Foreground }],
+    let embedding = model.encoder.encode(&image).unwrap();
+    let (width, height) = (f64::from(image.width()), f64::from(image.height()));
+    let clicks = [Prompt {
+        points: vec![Point { x: width * 0.6, y: height * 0.6, label: PointLabel::Foreground }],
         ..Prompt::default()
-    };
-    let eight: Vec<Prompt> = (0..8).map(click).collect();
-    let rle = SegmentOptions { multimask: true, outputs: vec![OutputFormat::Rle] };
-    // Segment everything: the AMG fixture model (its weights make the default thresholds keep masks).
-    let amg_model = SamModel::load(&fixtures.join("models/amg"), &runtime, SessionCounts::default()).unwrap();
-    let photo =
-        decode_image(&std::fs::read(fixtures.join("images/landscape.png")).unwrap(), &ImageLimits::default()).unwrap();
-    let everything = |params: &AmgParams| drop(amg::generate(&amg_model, AmgInput::Image(&photo), params).unwrap());
+    }];
+    let single_rle = SegmentOptions { multimask: false, outputs: vec![OutputFormat::Rle] };
     let with_crops = AmgParams { crop_n_layers: 1, ..AmgParams::default() };
 
     let stages = [
-        ("decode_image", median_ms(15, || drop(decode_image(&bytes, &ImageLimits::default()).unwrap()))),
-        ("preprocess", median_ms(15, || drop(official.encoder.preprocess(&image)))),
-        ("encode", median_ms(15, || drop(official.encoder.encode(&image).unwrap()))),
-        ("decode_official", median_ms(30, || drop(official.decoder.decode(&embedding, &[click(0)]).unwrap()))),
-        ("decode_lean", median_ms(30, || drop(lean.decoder.decode(&embedding, &[click(0)]).unwrap()))),
-        ("decode_8_prompts_lean", median_ms(15, || drop(lean.decoder.decode(&embedding, &eight).unwrap()))),
-        ("segment_multimask_rle", median_ms(15, || drop(segment(&official, &embedding, &[click(0)], &rle).unwrap()))),
-        ("everything", median_ms(3, || everything(&AmgParams::default()))),
-        ("everything_crops", median_ms(3, || everything(&with_crops))),
+        ("decode_image", percentiles(30, || drop(decode_image(&bytes, &ImageLimits::default()).unwrap()))),
+        ("preprocess", percentiles(30, || drop(model.encoder.preprocess(&image)))),
+        ("encode", percentiles(20, || drop(model.encoder.encode(&image).unwrap()))),
+        (
+            "decode_and_encode",
+            percentiles(20, || {
+                let decoded = decode_image(&bytes, &ImageLimits::default()).unwrap();
+                drop(model.encoder.encode(&decoded).unwrap());
+            }),
+        ),
+        ("decoder_run", percentiles(200, || drop(model.decoder.decode(&embedding, &clicks).unwrap()))),
+        ("segment_click_rle", percentiles(200, || drop(segment(&model, &embedding, &clicks, &single_rle).unwrap()))),
+        (
+            "everything",
+            percentiles(5, || drop(amg::generate(&model, AmgInput::Embedding(&embedding), &AmgParams::default()))),
+        ),
+        ("everything_crops", percentiles(3, || drop(amg::generate(&model, AmgInput::Image(&image), &with_crops)))),
     ];
+    let masks = |params: &AmgParams| amg::generate(&model, AmgInput::Image(&image), params).map_or(0, |m| m.len());
+    let counts = (masks(&AmgParams::default()), masks(&with_crops));
     if json {
         let map: serde_json::Map<String, serde_json::Value> =
-            stages.iter().map(|(name, ms)| (name.to_string(), serde_json::json!(ms))).collect();
-        println!("{}", serde_json::Value::Object(map));
+            stages.iter().map(|(name, (p50, p99))| (name.to_string(), json!({"p50": p50, "p99": p99}))).collect();
+        let report = json!({
+            "model": model.name(),
+            "image": [image.width(), image.height()],
+            "threads": threads,
+            "everything_masks": counts.0,
+            "everything_crops_masks": counts.1,
+            "stages": map,
+        });
+        println!("{report}");
     } else {
-        println!(
-            "image {}x{}, model input {} px, {threads} threads",
-            image.width(),
-            image.height(),
-            official.encoder.input_size()
-        );
-        for (name, ms) in stages {
-            println!("{name:>24}  {ms:9.3} ms");
+        println!("{} on {}x{}, {threads} threads", model.name(), image.width(), image.height());
+        for (name, (p50, p99)) in stages {
+            println!("{name:>20}  p50 {p50:9.3} ms  p99 {p99:9.3} ms");
         }
+        println!("everything: {} masks, with a crop layer: {}", counts.0, counts.1);
     }
 }

@@ -1,0 +1,355 @@
+"""The numbers of BENCHMARKS.md, in one run: samserve over HTTP and in process, side by side with the official
+segment-anything code (PyTorch, CPU), and the ratios.
+
+python tools/benchmarks.py [--out BENCHMARKS.md] [--seconds 10]
+
+Needs the tools' virtual environment, `wrk` (apt-get install wrk) and the Rust toolchain: it builds the release
+binary, runs `cargo bench --bench pipeline` (the bare, in-process side), starts `samserve serve`, and drives it with
+wrk. Models: the AMG fixture model (tests/fixtures/models/amg, with its PyTorch weights for the official side) and
+the built-in samserve-s (its architecture with random weights on the official side: timings do not depend on the
+weights, except mask counts in "segment everything", which use the fixture model only).
+"""
+
+import argparse
+import io
+import json
+import os
+import platform
+import re
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from pycocotools import mask as coco_mask
+from segment_anything import SamAutomaticMaskGenerator, SamPredictor
+
+from sam_tiny import SamConfig, build_sam
+from train_default import CONFIG as SAMSERVE_S_CONFIG
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"
+BINARY = ROOT / "target" / "release" / "samserve"
+PHOTO = FIXTURES / "images" / "landscape.png"
+THREADS = 2
+
+
+def percentile(samples, q):
+    ordered = sorted(samples)
+    return ordered[max(1, int(np.ceil(q * len(ordered)))) - 1]
+
+
+def timed(repeats, work):
+    work()
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        work()
+        samples.append((time.perf_counter() - started) * 1e3)
+    return {"p50": percentile(samples, 0.5), "p99": percentile(samples, 0.99)}
+
+
+# ---- the official code --------------------------------------------------------------------------------------------
+
+
+def official(config, weights):
+    """SamPredictor and SamAutomaticMaskGenerator on the photo: set_image, one click with RLE, everything."""
+    torch.set_num_threads(THREADS)
+    sam = build_sam(config, seed=0)
+    if weights:
+        sam.load_state_dict(torch.load(weights))
+    image = np.asarray(Image.open(PHOTO).convert("RGB"))
+    predictor = SamPredictor(sam)
+    click = np.array([[image.shape[1] * 0.6, image.shape[0] * 0.6]])
+
+    def predict_rle():
+        masks, _, _ = predictor.predict(click, np.array([1]), multimask_output=False)
+        coco_mask.encode(np.asfortranarray(masks[0].astype(np.uint8)))
+
+    with torch.no_grad():
+        results = {"set_image": timed(10, lambda: predictor.set_image(image))}
+        predictor.set_image(image)
+        results["predict_click_rle"] = timed(200, predict_rle)
+        if weights:
+            results["everything"] = timed(3, lambda: SamAutomaticMaskGenerator(sam).generate(image))
+            crops = SamAutomaticMaskGenerator(sam, crop_n_layers=1)
+            results["everything_crops"] = timed(2, lambda: crops.generate(image))
+    return results
+
+
+def official_batch_rate(config, weights, files):
+    """Images per second of the obvious official loop: set_image, one box, RLE."""
+    torch.set_num_threads(THREADS)
+    sam = build_sam(config, seed=0)
+    sam.load_state_dict(torch.load(weights))
+    predictor = SamPredictor(sam)
+    started = time.perf_counter()
+    with torch.no_grad():
+        for path in files:
+            image = np.asarray(Image.open(path).convert("RGB"))
+            predictor.set_image(image)
+            box = np.array([0.2 * image.shape[1], 0.2 * image.shape[0], 0.7 * image.shape[1], 0.7 * image.shape[0]])
+            masks, _, _ = predictor.predict(box=box, multimask_output=False)
+            coco_mask.encode(np.asfortranarray(masks[0].astype(np.uint8)))
+    return len(files) / (time.perf_counter() - started)
+
+
+# ---- samserve in process ------------------------------------------------------------------------------------------
+
+
+def bare(model):
+    output = subprocess.run(
+        ["cargo", "bench", "--quiet", "--bench", "pipeline", "--", "--json", "--model", model, "--threads",
+         str(THREADS)],
+        cwd=ROOT, check=True, capture_output=True, text=True,
+    ).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+# ---- samserve over HTTP -------------------------------------------------------------------------------------------
+
+
+class Server:
+    def __init__(self, model_args, extra=()):
+        self.data = tempfile.TemporaryDirectory()
+        self.process = subprocess.Popen(
+            [str(BINARY), "--device", "cpu", "--threads", str(THREADS), "serve", "--port", "0", "--data-dir",
+             self.data.name, *model_args, *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={**os.environ, "RUST_LOG": "warn"},
+        )
+        self.base = self.process.stdout.readline().split()[-1]
+        for _ in range(600):
+            try:
+                if urllib.request.urlopen(self.base + "/readyz").status == 200:
+                    break
+            except OSError:
+                time.sleep(0.05)
+
+    def post(self, path, body, content_type):
+        request = urllib.request.Request(self.base + path, data=body, headers={"Content-Type": content_type})
+        with urllib.request.urlopen(request) as response:
+            return json.loads(response.read())
+
+    def rss_mb(self):
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
+
+    def metric(self, name):
+        text = urllib.request.urlopen(self.base + "/metrics").read().decode()
+        found = re.search(rf"^{name} (\S+)$", text, re.M)
+        return float(found.group(1)) if found else 0.0
+
+    def close(self):
+        self.process.terminate()
+        self.process.wait()
+        self.data.cleanup()
+
+
+def wrk(url, body, connections, seconds):
+    """wrk with a POST body: requests/s, p50 and p99 in ms, and errors (non-2xx and socket errors)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\n'
+                     'wrk.headers["Content-Type"] = "application/json"\n')
+    threads = min(connections, THREADS)
+    output = subprocess.run(
+        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency", "-s", script.name, url],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    os.unlink(script.name)
+    units = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+    def latency(label):
+        value, unit = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)$", output, re.M).groups()
+        return float(value) * units[unit]
+
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", output))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+        "p50": latency(50),
+        "p99": latency(99),
+        "errors": errors + (int(non_2xx.group(1)) if non_2xx else 0),
+    }
+
+
+def distinct_pngs(count, size=(320, 240), seed=0):
+    """`count` different small photos-to-be (noise on a gradient), as PNG bytes."""
+    rng = np.random.default_rng(seed)
+    base = np.linspace(0, 255, size[0] * size[1] * 3).reshape(size[1], size[0], 3)
+    for _ in range(count):
+        pixels = np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, "PNG")
+        yield buffer.getvalue()
+
+
+def http_side(server, seconds):
+    photo = PHOTO.read_bytes()
+    image_id = server.post("/v1/images", photo, "image/png")["image_id"]
+    width, height = Image.open(PHOTO).size
+    body = json.dumps({"prompts": [{"points": [[width * 0.6, height * 0.6]], "labels": [1]}], "output": ["rle"]})
+    url = f"{server.base}/v1/images/{image_id}/segment"
+    results = {"prompt": wrk(url, body, 1, seconds)}
+    # Uploads that each run the encoder (distinct bytes), one at a time, as a client sees them.
+    times = []
+    for png in distinct_pngs(25, size=(width, height), seed=1):
+        started = time.perf_counter()
+        server.post("/v1/images", png, "image/png")
+        times.append((time.perf_counter() - started) * 1e3)
+    results["upload_encode"] = {"p50": percentile(times, 0.5), "p99": percentile(times, 0.99)}
+    results["sweep"] = {c: wrk(url, body, c, seconds) for c in (1, 4, 16, 64)}
+    return results
+
+
+def batch_rate(model_args, files, prompts):
+    folder = tempfile.TemporaryDirectory()
+    prompts_file = Path(folder.name) / "prompts.json"
+    prompts_file.write_text(json.dumps(prompts))
+    started = time.perf_counter()
+    subprocess.run([str(BINARY), "--device", "cpu", "batch", *model_args, *map(str, files), "--prompts",
+                    str(prompts_file), "--output", str(Path(folder.name) / "out.json")],
+                   check=True, capture_output=True)
+    rate = len(files) / (time.perf_counter() - started)
+    folder.cleanup()
+    return rate
+
+
+def memory(model_args):
+    """Bytes per cached embedding, and resident memory after 1000 distinct uploads with a 512 MB cache."""
+    server = Server(model_args, ["--cache-mb", "512"])
+    idle = server.rss_mb()
+    for png in distinct_pngs(1000, seed=2):
+        server.post("/v1/images", png, "image/png")
+    result = {
+        "idle_mb": idle,
+        "after_mb": server.rss_mb(),
+        "entries": server.metric("samserve_embedding_cache_entries"),
+        "cache_mb": server.metric("samserve_embedding_cache_bytes") / 2**20,
+    }
+    server.close()
+    return result
+
+
+# ---- the report ---------------------------------------------------------------------------------------------------
+
+
+def machine():
+    cpu = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
+    memory_kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
+    rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+    return (f"{cpu.group(1) if cpu else platform.processor()}, {os.cpu_count()} cores, "
+            f"{memory_kb / 2**20:.0f} GiB; {rustc}; PyTorch {torch.__version__}; ONNX Runtime 1.32.0; "
+            f"{THREADS} threads per side")
+
+
+def ratio(baseline, ours):
+    return f"{baseline / ours:.2f}x" if ours else "n/a"
+
+
+def report(results, seconds):
+    lines = ["# samserve benchmarks", "",
+             "Made by `python tools/benchmarks.py` (one run, everything side by side on the same machine). "
+             "Times in milliseconds. A ratio is the baseline's time over samserve's (above 1: samserve is faster) "
+             "unless said otherwise.", "",
+             f"Machine: {results['machine']}. Photo: tests/fixtures/images/landscape.png (640x427); wrk runs "
+             f"{seconds} s per point.", ""]
+    for name, model in results["models"].items():
+        stages, http, official_side = model["bare"]["stages"], model["http"], model["official"]
+        lines += [f"## {name}", "",
+                  "### 1. One click (single mask as RLE, cached embedding)", "",
+                  "| | p50 | p99 |", "| --- | --- | --- |",
+                  f"| samserve over HTTP (wrk, 1 connection) | {http['prompt']['p50']:.2f} | {http['prompt']['p99']:.2f} |",
+                  f"| in process: decoder run only | {stages['decoder_run']['p50']:.2f} | {stages['decoder_run']['p99']:.2f} |",
+                  f"| in process: decoder + masks + RLE | {stages['segment_click_rle']['p50']:.2f} | {stages['segment_click_rle']['p99']:.2f} |",
+                  f"| official SamPredictor.predict + RLE | {official_side['predict_click_rle']['p50']:.2f} | {official_side['predict_click_rle']['p99']:.2f} |",
+                  "",
+                  f"HTTP / bare decoder run: {http['prompt']['p50'] / stages['decoder_run']['p50']:.2f} (p50); "
+                  f"HTTP / in-process segment: {http['prompt']['p50'] / stages['segment_click_rle']['p50']:.2f}; "
+                  f"official / HTTP: {ratio(official_side['predict_click_rle']['p50'], http['prompt']['p50'])}.", "",
+                  "### 2. Encode (image bytes to cached embedding)", "",
+                  "| | p50 | p99 |", "| --- | --- | --- |",
+                  f"| upload over HTTP (distinct images, sequential) | {http['upload_encode']['p50']:.2f} | {http['upload_encode']['p99']:.2f} |",
+                  f"| in process: decode + preprocess + encoder | {stages['decode_and_encode']['p50']:.2f} | {stages['decode_and_encode']['p99']:.2f} |",
+                  f"| in process: preprocess + encoder | {stages['encode']['p50']:.2f} | {stages['encode']['p99']:.2f} |",
+                  f"| official set_image (preprocess + encoder) | {official_side['set_image']['p50']:.2f} | {official_side['set_image']['p99']:.2f} |",
+                  "",
+                  f"Throughput of HTTP uploads relative to the bare in-process path: "
+                  f"{stages['decode_and_encode']['p50'] / http['upload_encode']['p50']:.2f}x; "
+                  f"official set_image / samserve encode: {ratio(official_side['set_image']['p50'], stages['encode']['p50'])}.", ""]
+        if "everything" in official_side:
+            lines += ["### 3. Segment everything", "",
+                      "| | samserve | official | speed-up |", "| --- | --- | --- | --- |",
+                      f"| default parameters ({model['bare']['everything_masks']} masks) | {stages['everything']['p50']:.0f} | {official_side['everything']['p50']:.0f} | {ratio(official_side['everything']['p50'], stages['everything']['p50'])} |",
+                      f"| crop_n_layers=1 ({model['bare']['everything_crops_masks']} masks) | {stages['everything_crops']['p50']:.0f} | {official_side['everything_crops']['p50']:.0f} | {ratio(official_side['everything_crops']['p50'], stages['everything_crops']['p50'])} |",
+                      "", "samserve's default-parameter time is on a cached embedding (the HTTP route); the official "
+                      "time includes set_image, so the crop row (which encodes in both) is the like-for-like one.", ""]
+        if "batch" in model:
+            lines += ["### 4. Batch (one box per image, COCO RLE out)", "",
+                      f"`samserve batch`: {model['batch']['samserve']:.1f} images/s; the official loop "
+                      f"(set_image, predict, RLE): {model['batch']['official']:.1f} images/s; "
+                      f"{model['batch']['samserve'] / model['batch']['official']:.2f}x.", ""]
+        lines += ["### 5. Concurrency (wrk, one click per request)", "",
+                  "| connections | requests/s | p50 | p99 | p99/p50 | errors |", "| --- | --- | --- | --- | --- | --- |"]
+        for connections, point in http["sweep"].items():
+            lines.append(f"| {connections} | {point['rps']:.0f} | {point['p50']:.2f} | {point['p99']:.2f} | "
+                         f"{point['p99'] / point['p50']:.2f} | {point['errors']} |")
+        lines.append("")
+        if "memory" in model:
+            m = model["memory"]
+            per = m["cache_mb"] * 2**20 / max(m["entries"], 1)
+            lines += ["### 6. Memory", "",
+                      f"{per / 1024:.0f} KiB per cached embedding. Resident memory: {m['idle_mb']:.0f} MB when ready, "
+                      f"{m['after_mb']:.0f} MB after 1000 distinct uploads (--cache-mb 512; {m['entries']:.0f} "
+                      f"embeddings cached, {m['cache_mb']:.0f} MB): {m['after_mb'] - m['idle_mb'] - m['cache_mb']:.0f} MB "
+                      "above the idle process plus the cache.", ""]
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
+    parser.add_argument("--seconds", type=int, default=10)
+    args = parser.parse_args()
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    fixture_dir = FIXTURES / "models" / "amg"
+    weights = fixture_dir / "sam_tiny.pt"
+    models = {
+        "Fixture model (tests/fixtures/models/amg; official weights on the PyTorch side)":
+            (["--model-dir", str(fixture_dir)], str(fixture_dir), SamConfig(), weights),
+        "samserve-s, the built-in model": (["--models", "/nonexistent"], "builtin", SAMSERVE_S_CONFIG, None),
+    }
+    results = {"machine": machine(), "models": {}}
+    for name, (server_args, bench_model, config, model_weights) in models.items():
+        print(f"{name}: in process", flush=True)
+        entry = {"bare": bare(bench_model)}
+        print(f"{name}: official", flush=True)
+        entry["official"] = official(config, model_weights)
+        print(f"{name}: HTTP", flush=True)
+        server = Server(server_args)
+        entry["http"] = http_side(server, args.seconds)
+        server.close()
+        if model_weights:
+            files = sorted((FIXTURES / "images").glob("*.[pj][np]g"))
+            files = [f for f in files if f.name != "rgb16.png"] * 3
+            prompts = {}
+            for f in set(files):
+                w, h = Image.open(f).size
+                prompts[f.name] = [{"box": [0.2 * w, 0.2 * h, 0.7 * w, 0.7 * h]}]
+            model_args = ["--model", str(fixture_dir)]
+            entry["batch"] = {"samserve": batch_rate(model_args, files, prompts),
+                              "official": official_batch_rate(config, model_weights, files)}
+        else:
+            print(f"{name}: memory", flush=True)
+            entry["memory"] = memory(server_args)
+        results["models"][name] = entry
+    Path(args.out).write_text(report(results, args.seconds) + "\n")
+    (Path(args.out).with_suffix(".json")).write_text(json.dumps(results, indent=1, default=str))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
