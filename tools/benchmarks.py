@@ -5,9 +5,10 @@ python tools/benchmarks.py [--out BENCHMARKS.md] [--seconds 10]
 
 Needs the tools' virtual environment, `wrk` (apt-get install wrk) and the Rust toolchain: it builds the release
 binary, runs `cargo bench --bench pipeline` (the bare, in-process side), starts `samserve serve`, and drives it with
-wrk. Models: the AMG fixture model (tests/fixtures/models/amg, with its PyTorch weights for the official side) and
-the built-in samserve-s (its architecture with random weights on the official side: timings do not depend on the
-weights, except mask counts in "segment everything", which use the fixture model only).
+wrk. Models: the AMG fixture model (tests/fixtures/models/amg: the samserve-s architecture with confident weights,
+whose PyTorch weights the official side loads) and the built-in samserve-s (its architecture with random weights on
+the official side: timings do not depend on the weights, except mask counts in "segment everything", which is
+measured with the fixture model only).
 """
 
 import argparse
@@ -28,7 +29,7 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 from segment_anything import SamAutomaticMaskGenerator, SamPredictor
 
-from sam_tiny import SamConfig, build_sam
+from sam_tiny import build_sam
 from train_default import CONFIG as SAMSERVE_S_CONFIG
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -316,10 +317,10 @@ def main():
     args = parser.parse_args()
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     fixture_dir = FIXTURES / "models" / "amg"
-    weights = fixture_dir / "sam_tiny.pt"
+    weights = fixture_dir / "weights.pt"
     models = {
         "Fixture model (tests/fixtures/models/amg; official weights on the PyTorch side)":
-            (["--model-dir", str(fixture_dir)], str(fixture_dir), SamConfig(), weights),
+            (["--model-dir", str(fixture_dir)], str(fixture_dir), SAMSERVE_S_CONFIG, weights),
         "samserve-s, the built-in model": (["--models", "/nonexistent"], "builtin", SAMSERVE_S_CONFIG, None),
     }
     results = {"machine": machine(), "models": {}}

@@ -1,20 +1,23 @@
 """Builds the "segment everything" parity fixtures with the OFFICIAL SamAutomaticMaskGenerator.
 
-1. A tiny official-architecture SAM (tools/sam_tiny.py), seeded and trained briefly like the parity fixture model,
-   then made confident: the last layer of each mask hypernetwork is scaled by `logit_scale` (masks keep their sign,
-   so the same pixels, with steeper logits) and the IoU head's last bias is shifted by `iou_shift`. A briefly
-   trained model predicts low IoUs and soft logits, so the official default thresholds (predicted IoU 0.88,
-   stability 0.95) would keep no mask at all and the comparison would test nothing; both constants are calibrated
-   here so that the defaults keep a realistic share of the candidates. Exported to tests/fixtures/models/amg/
-   (encoder + lean decoder), with the PyTorch weights beside them (sam_tiny.pt, SamConfig() of sam_tiny.py) for
-   benchmarks against the official code.
+1. The samserve-s architecture (tools/train_default.py) with weights from its training run, made confident: the
+   last layer of each mask hypernetwork is scaled by `logit_scale` (masks keep their sign, so the same pixels,
+   with steeper logits) and the IoU head's last bias is shifted by `iou_shift`. Small models trained on 2 cores
+   predict low IoUs and soft logits, so the official default thresholds (predicted IoU 0.88, stability 0.95) would
+   keep no mask at all and the comparison would test nothing; both constants are calibrated here so that the
+   defaults keep a realistic share of the candidates. (A briefly trained tiny model is no base: most of its
+   candidates are empty.) Exported to tests/fixtures/models/amg/ (encoder + lean decoder), with the PyTorch weights
+   beside them (weights.pt) for benchmarks against the official code.
 2. tests/fixtures/amg.json: for fixture images and several parameter sets (defaults, crop_n_layers=1,
    min_mask_region_area), every mask the official generator returns, as pycocotools RLE with its predicted IoU,
    stability score, bbox, point and crop box.
 
-Run after tools/make_fixtures.py (it reuses its images):  python tools/make_amg_fixtures.py  (~5 min on 2 cores)
+Run after tools/make_fixtures.py (it reuses its images), with a checkpoint of the samserve-s training:
+    python tools/train_default.py --checkpoint /tmp/samserve-s.pt
+    python tools/make_amg_fixtures.py --weights /tmp/samserve-s.pt   (a few minutes)
 """
 
+import argparse
 import json
 from pathlib import Path
 
@@ -24,18 +27,18 @@ from PIL import Image
 from segment_anything import SamAutomaticMaskGenerator
 
 from export_onnx import export_encoder, export_lean_decoder, write_manifest
-from sam_tiny import SamConfig, build_sam
-from train import train
+from sam_tiny import build_sam
+from train_default import CONFIG
 
 ROOT = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
-SEED = 4100
-TRAIN_STEPS = 600
 # (image, generator parameters): defaults, a crop layer, and small-region removal on top of lower thresholds.
+# PNG only: JPEG decoders differ by a level here and there (PIL's libjpeg vs the Rust decoder), which the parity
+# tests of single prompts absorb but which tips near-threshold candidates and NMS choices of the generator.
 CASES = [
     ("landscape.png", {}),
-    ("portrait.jpg", {}),
+    ("gray.png", {}),
     ("landscape.png", {"crop_n_layers": 1}),
-    ("portrait.jpg", {"points_per_side": 16, "pred_iou_thresh": 0.8, "min_mask_region_area": 200}),
+    ("rgba.png", {"points_per_side": 16, "pred_iou_thresh": 0.8, "min_mask_region_area": 200}),
 ]
 
 
@@ -55,7 +58,7 @@ def make_confident(sam, image):
     iou_layer = sam.mask_decoder.iou_prediction_head.layers[-1]
     scale = 1.0
     with torch.no_grad():
-        for _ in range(8):
+        for _ in range(10):
             _, stability = candidate_scores(sam, image)
             if np.mean(stability > 0.95) >= 0.33:
                 break
@@ -74,10 +77,13 @@ def encode(mask_rle):
 
 
 def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--weights", required=True, help="a samserve-s checkpoint (train_default.py --checkpoint)")
+    args = parser.parse_args()
     torch.set_num_threads(1)
-    sam = build_sam(SamConfig(), seed=SEED)
-    train(sam, TRAIN_STEPS, seed=SEED)
-    calibration = np.asarray(Image.open(ROOT / "images" / "rgba.png").convert("RGB"))
+    sam = build_sam(CONFIG, seed=0)
+    sam.load_state_dict(torch.load(args.weights))
+    calibration = np.asarray(Image.open(ROOT / "images" / "exif_rotated.jpg").convert("RGB"))
     scale, shift = make_confident(sam, calibration)
     predicted, stability = candidate_scores(sam, calibration)
     passing = np.mean((predicted > 0.88) & (stability >= 0.95))
@@ -85,7 +91,7 @@ def main():
 
     folder = ROOT / "models" / "amg"
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save(sam.state_dict(), folder / "sam_tiny.pt")  # the same weights for the PyTorch side of benchmarks
+    torch.save(sam.state_dict(), folder / "weights.pt")  # the same weights for the PyTorch side of benchmarks
     export_encoder(sam, folder / "encoder.onnx")
     export_lean_decoder(sam, folder / "decoder.onnx")
     write_manifest(folder, "amg", "encoder.onnx", "decoder.onnx", sam)
