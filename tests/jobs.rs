@@ -221,3 +221,17 @@ fn a_job_survives_kill_9_and_resumes_with_the_same_results_as_an_uninterrupted_r
     // The images of ended jobs are gone from disk.
     assert_eq!(std::fs::read_dir(data_dir.join("jobs")).unwrap().count(), 0);
 }
+
+#[test]
+fn ended_jobs_are_deleted_after_the_retention() {
+    // 0.0005 hours = 1.8 s.
+    let server = Server::start(&["--job-retention-hours", "0.0005"]);
+    let job = submit(&server, &[("a.png", image("tiny.png"))], &everything_spec(4));
+    assert_eq!(wait_until_ended(&server, &job)["status"], "succeeded");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.get(&format!("/v1/jobs/{job}")).status == 200 {
+        assert!(Instant::now() < deadline, "the job outlived its retention");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(server.get(&format!("/v1/jobs/{job}/results")).error_code(), "job_not_found");
+}

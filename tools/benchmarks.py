@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from pycocotools import mask as coco_mask
 from segment_anything import SamAutomaticMaskGenerator, SamPredictor
 
@@ -91,7 +91,7 @@ def official_batch_rate(config, weights, files):
     started = time.perf_counter()
     with torch.no_grad():
         for path in files:
-            image = np.asarray(Image.open(path).convert("RGB"))
+            image = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))
             predictor.set_image(image)
             box = np.array([0.2 * image.shape[1], 0.2 * image.shape[0], 0.7 * image.shape[1], 0.7 * image.shape[0]])
             masks, _, _ = predictor.predict(box=box, multimask_output=False)
@@ -338,7 +338,7 @@ def main():
             files = [f for f in files if f.name != "rgb16.png"] * 3
             prompts = {}
             for f in set(files):
-                w, h = Image.open(f).size
+                w, h = ImageOps.exif_transpose(Image.open(f)).size
                 prompts[f.name] = [{"box": [0.2 * w, 0.2 * h, 0.7 * w, 0.7 * h]}]
             model_args = ["--model", str(fixture_dir)]
             entry["batch"] = {"samserve": batch_rate(model_args, files, prompts),

@@ -14,8 +14,8 @@ use crate::model::SamModel;
 pub use store::{JobStatus, JobSummary, StoreError};
 use store::{PendingImage, Store};
 
-/// How often workers look for expired jobs.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// How often workers look for expired jobs at most and at least (a tenth of the retention in between).
+const SWEEP_INTERVAL: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
 
 #[derive(Debug, Clone)]
 pub struct JobsConfig {
@@ -176,8 +176,9 @@ impl Jobs {
 
     fn work(&self, models: &BTreeMap<String, Arc<SamModel>>) {
         let mut last_sweep: Option<Instant> = None;
+        let sweep_every = (self.config.retention / 10).clamp(SWEEP_INTERVAL.0, SWEEP_INTERVAL.1);
         loop {
-            if last_sweep.is_none_or(|t| t.elapsed() >= SWEEP_INTERVAL) {
+            if last_sweep.is_none_or(|t| t.elapsed() >= sweep_every) {
                 self.sweep();
                 last_sweep = Some(Instant::now());
             }
