@@ -37,7 +37,7 @@ fn main() {
     let json = std::env::args().any(|a| a == "--json");
     let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let threads = argument("--threads").and_then(|t| t.parse().ok()).unwrap_or(2);
-    let runtime = Runtime::load(None, Device::Cpu, Some(threads)).unwrap_or_else(|e| panic!("{e}"));
+    let runtime = Runtime::load(None, Device::Cpu, None, Some(threads)).unwrap_or_else(|e| panic!("{e}"));
     let model_arg = argument("--model").unwrap_or_else(|| fixtures.join("models/amg").display().to_string());
     let model = if model_arg == "builtin" {
         SamModel::builtin(&runtime, SessionCounts::default())

@@ -31,9 +31,12 @@ struct RuntimeArgs {
     /// The ONNX Runtime library to load (else $ORT_DYLIB_PATH, else the one `cargo build` fetched from PyPI).
     #[arg(long, env = "SAMSERVE_ORT_LIB", global = true)]
     ort_lib: Option<PathBuf>,
-    /// Where the models run.
-    #[arg(long, env = "SAMSERVE_DEVICE", value_enum, default_value = "auto", global = true)]
+    /// Where the models run: auto (CUDA when it works, else the CPU), cpu, cuda or cuda:N (fail without CUDA).
+    #[arg(long, env = "SAMSERVE_DEVICE", default_value = "auto", global = true)]
     device: Device,
+    /// Where the decoder runs, if not where the encoder does (a small decoder can be as fast on the CPU).
+    #[arg(long, env = "SAMSERVE_DECODER_DEVICE", global = true)]
+    decoder_device: Option<Device>,
     /// Threads per ONNX Runtime session (default: ONNX Runtime's choice, one per core).
     #[arg(long, env = "SAMSERVE_THREADS", global = true)]
     threads: Option<usize>,
@@ -312,7 +315,11 @@ fn run_segment(runtime: &Runtime, args: &SegmentArgs) -> Result<()> {
 /// Logs go to stderr: plain text, or JSON lines with LOG_FORMAT=json; the level comes from RUST_LOG.
 fn init_logging(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal, not in log files and pipes.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if std::env::var("LOG_FORMAT").is_ok_and(|format| format.eq_ignore_ascii_case("json")) {
         builder.json().init();
     } else {
@@ -335,15 +342,15 @@ fn main() -> ExitCode {
         Command::Batch(_) => cli.runtime.threads.or(Some((cores / batch_workers).max(1))),
         _ => cli.runtime.threads,
     };
-    let outcome = Runtime::load(library.as_deref(), cli.runtime.device, threads).map_err(anyhow::Error::from).and_then(
-        |runtime| match cli.command {
+    let outcome = Runtime::load(library.as_deref(), cli.runtime.device, cli.runtime.decoder_device, threads)
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| match cli.command {
             Command::Serve(options) => actix_web::rt::System::new().block_on(samserve::http::serve(runtime, options)),
             Command::Segment(args) => run_segment(&runtime, &args),
             Command::Eval(args) => run_eval(&runtime, &args),
             Command::Everything(args) => run_everything(&runtime, &args),
             Command::Batch(args) => run_batch(&runtime, &args, batch_workers),
-        },
-    );
+        });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -229,3 +229,14 @@ fn batch_with_prompts_and_its_usage_errors() {
     let missing = stderr_of(&samserve(&["batch", "/nonexistent/folder", "--everything", "--output", "/dev/null"]));
     assert!(missing.contains("/nonexistent/folder"), "{missing}");
 }
+
+#[test]
+fn device_cuda_without_a_cuda_library_fails_with_what_to_do() {
+    let image = common::fixtures().join("images/tiny.png");
+    let args = ["--device", "cuda", "segment", path_str(&image), "--point", "3,3", "--out", "/dev/null"];
+    let message = stderr_of(&samserve(&args));
+    assert_eq!(message.trim().lines().count(), 1, "{message}");
+    assert!(message.contains("no CUDA execution provider") && message.contains("onnxruntime-gpu"), "{message}");
+    let bad = stderr_of(&samserve(&["--device", "cuda:one", "segment", path_str(&image), "--out", "/dev/null"]));
+    assert!(bad.contains("auto, cpu, cuda or cuda:N"), "{bad}");
+}

@@ -400,3 +400,15 @@ fn sigterm_lets_in_flight_requests_finish() {
             .unwrap_or_else(|e| panic!("LOG_FORMAT=json wrote a non-JSON line ({e}): {line}"));
     }
 }
+
+#[test]
+fn device_auto_falls_back_to_the_cpu_and_says_so() {
+    // The library `cargo build` fetches is the CPU build of ONNX Runtime.
+    let server = Server::spawn(&["--device", "auto"], &[("RUST_LOG", "info")]);
+    let models = server.get("/v1/models").json();
+    let model = &models["models"][0];
+    assert_eq!((model["encoder_device"].as_str(), model["decoder_device"].as_str()), (Some("cpu"), Some("cpu")));
+    let log = server.stderr();
+    assert!(log.contains("CUDA is not available") && log.contains("CPU build"), "{log}");
+    assert!(log.contains("encoder=cpu") && log.contains("decoder=cpu"), "{log}");
+}

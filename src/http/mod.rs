@@ -185,8 +185,10 @@ fn load_engine(runtime: &Runtime, options: &ServeOptions, metrics: Arc<Metrics>)
     let sessions = SessionCounts { encoder: options.encoder_sessions, decoder: options.decoder_sessions };
     let mut models = Vec::new();
     if options.model_dirs.is_empty() {
-        models.push(SamModel::builtin(runtime, sessions).context("loading the built-in model")?);
-        tracing::info!(model = BUILTIN_MODEL, "built-in model loaded");
+        let model = SamModel::builtin(runtime, sessions).context("loading the built-in model")?;
+        let (encoder, decoder) = model.placement;
+        tracing::info!(model = BUILTIN_MODEL, %encoder, %decoder, "built-in model loaded");
+        models.push(model);
     }
     for folder in model_folders(options) {
         let started = Instant::now();
@@ -195,7 +197,8 @@ fn load_engine(runtime: &Runtime, options: &ServeOptions, metrics: Arc<Metrics>)
         if models.iter().any(|m: &SamModel| m.name() == model.name()) {
             bail!("{} holds a model named {:?}, a name already loaded", folder.display(), model.name());
         }
-        tracing::info!(model = model.name(), folder = %folder.display(), seconds = started.elapsed().as_secs_f64(), "model loaded");
+        let (encoder, decoder) = model.placement;
+        tracing::info!(model = model.name(), folder = %folder.display(), %encoder, %decoder, seconds = started.elapsed().as_secs_f64(), "model loaded");
         models.push(model);
     }
     let default_model = match &options.default_model {

@@ -50,6 +50,10 @@ pub struct ModelInfo {
     pub decoder: &'static str,
     /// Whether several prompts share one decoder run.
     pub batches_prompts: bool,
+    /// Where the encoder sessions run: `cpu` or `cuda:N`.
+    pub encoder_device: String,
+    /// Where the decoder sessions run.
+    pub decoder_device: String,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -74,6 +78,8 @@ pub async fn models(state: Data<AppState>) -> Result<HttpResponse, ApiError> {
                 low_res_size: [low_res.height, low_res.width],
                 decoder: if model.decoder.takes_orig_im_size() { "official" } else { "lean" },
                 batches_prompts: model.decoder.batches_prompts(),
+                encoder_device: model.placement.0.to_string(),
+                decoder_device: model.placement.1.to_string(),
             }
         })
         .collect();

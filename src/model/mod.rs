@@ -20,7 +20,7 @@ pub use encoder::{Embedding, Encoder};
 pub use manifest::Manifest;
 pub use preprocess::ImageSize;
 pub use prompt::{Point, PointLabel, Prompt, PromptError};
-pub use runtime::{Device, OnnxSource, Runtime, RuntimeError};
+pub use runtime::{Device, Network, OnnxSource, Placement, Runtime, RuntimeError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -54,6 +54,8 @@ pub struct SamModel {
     pub manifest: Manifest,
     pub encoder: Encoder,
     pub decoder: Decoder,
+    /// Where the encoder and decoder sessions really run.
+    pub placement: (Placement, Placement),
 }
 
 impl SamModel {
@@ -77,10 +79,13 @@ impl SamModel {
         runtime: &Runtime,
         sessions: SessionCounts,
     ) -> Result<Self, ModelError> {
-        let encoder = Encoder::new(open_sessions(runtime, encoder, &manifest.encoder, sessions.encoder)?, &manifest)?;
-        let decoder_sessions = open_sessions(runtime, decoder, &manifest.decoder, sessions.decoder)?;
+        let (encoder_sessions, encoder_placement) =
+            open_sessions(runtime, encoder, Network::Encoder, &manifest.encoder, sessions.encoder)?;
+        let encoder = Encoder::new(encoder_sessions, &manifest)?;
+        let (decoder_sessions, decoder_placement) =
+            open_sessions(runtime, decoder, Network::Decoder, &manifest.decoder, sessions.decoder)?;
         let decoder = Decoder::new(decoder_sessions, &manifest, encoder.embedding_shape())?;
-        Ok(Self { manifest, encoder, decoder })
+        Ok(Self { manifest, encoder, decoder, placement: (encoder_placement, decoder_placement) })
     }
 
     pub fn name(&self) -> &str {
@@ -88,11 +93,21 @@ impl SamModel {
     }
 }
 
-/// `count` sessions of one network; `file` names it in errors.
-fn open_sessions(runtime: &Runtime, source: OnnxSource, file: &Path, count: usize) -> Result<Vec<Session>, ModelError> {
-    (0..count.max(1))
-        .map(|_| runtime.session(source).map_err(|error| ModelError::Load { file: file.display().to_string(), error }))
-        .collect()
+/// `count` sessions of one network and where they run (the first one's device: they are opened alike); `file`
+/// names it in errors.
+fn open_sessions(
+    runtime: &Runtime,
+    source: OnnxSource,
+    network: Network,
+    file: &Path,
+    count: usize,
+) -> Result<(Vec<Session>, Placement), ModelError> {
+    let opened = (0..count.max(1))
+        .map(|_| runtime.session(source, network))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| ModelError::Load { file: file.display().to_string(), error })?;
+    let placement = opened[0].1;
+    Ok((opened.into_iter().map(|(session, _)| session).collect(), placement))
 }
 
 /// The static dimensions of a session input or output (`None` for a dynamic one), or a contract error.

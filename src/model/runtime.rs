@@ -1,23 +1,71 @@
-//! The ONNX Runtime environment: finding `libonnxruntime` at run time and choosing execution providers.
+//! The ONNX Runtime environment: finding `libonnxruntime` at run time and putting sessions on a device.
+//!
+//! `cuda` means CUDA or an error that says why not (a CPU build of the library, missing NVIDIA libraries, no GPU);
+//! `auto` means CUDA when it works, else the CPU, saying which and why. The NVIDIA libraries of a pip-installed
+//! `onnxruntime-gpu[cuda,cudnn]` live in `site-packages/nvidia/*/lib`, beside the library's own folder; they are
+//! loaded from there first, so no LD_LIBRARY_PATH is needed.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use ort::environment::Environment;
-use ort::ep::{self, ExecutionProviderDispatch};
+use ort::ep::{self, ExecutionProvider};
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 
 /// Where `cargo build` put the library it fetched from PyPI (see build.rs).
 const BUNDLED_LIBRARY: &str = env!("SAMSERVE_BUNDLED_ORT");
 
-/// Which hardware runs the models.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// Which hardware should run a network: `auto`, `cpu`, `cuda` or `cuda:N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Device {
-    /// CUDA when the library and a GPU allow it, otherwise the CPU.
+    /// CUDA (GPU 0) when the library and a GPU allow it, otherwise the CPU.
     Auto,
     Cpu,
-    /// CUDA only: fail instead of falling back to the CPU.
-    Cuda,
+    /// CUDA on this GPU only: fail instead of falling back to the CPU.
+    Cuda(i32),
+}
+
+impl FromStr for Device {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "cuda" | "gpu" => Ok(Self::Cuda(0)),
+            other => other
+                .strip_prefix("cuda:")
+                .and_then(|index| index.parse::<i32>().ok())
+                .filter(|&index| index >= 0)
+                .map(Self::Cuda)
+                .ok_or_else(|| format!("`{text}` is not a device: use auto, cpu, cuda or cuda:N")),
+        }
+    }
+}
+
+/// Where a session really runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    Cpu,
+    Cuda(i32),
+}
+
+impl fmt::Display for Placement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Cpu => f.write_str("cpu"),
+            Self::Cuda(index) => write!(f, "cuda:{index}"),
+        }
+    }
+}
+
+/// Which network a session is for (each can have its own device).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    Encoder,
+    Decoder,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -29,39 +77,90 @@ pub enum RuntimeError {
     LibraryMissing(PathBuf),
     #[error("cannot use ONNX Runtime: {0}; point --ort-lib / SAMSERVE_ORT_LIB at libonnxruntime 1.31 or newer")]
     LibraryUnusable(String),
+    #[error(
+        "--device cuda: the ONNX Runtime library {0} has no CUDA execution provider (it is a CPU build); install \
+         the GPU build (`pip install onnxruntime-gpu[cuda,cudnn]`) and point --ort-lib at its \
+         onnxruntime/capi/libonnxruntime.so.*, or use --device auto or cpu"
+    )]
+    NoCudaProvider(PathBuf),
     #[error("ONNX Runtime: {0}")]
     Ort(#[from] ort::Error),
 }
 
-/// A loaded ONNX Runtime with the execution providers every session gets.
+/// A loaded ONNX Runtime and the devices its sessions go to.
 pub struct Runtime {
     environment: Environment,
-    providers: Vec<ExecutionProviderDispatch>,
+    encoder_device: Device,
+    decoder_device: Device,
+    /// Why CUDA is out of the question for `auto` (a CPU build of the library), if it is.
+    cuda_missing: Option<String>,
     intra_threads: Option<usize>,
 }
 
 impl Runtime {
-    /// Loads the library: `library` (from `--ort-lib`) or else the one `cargo build` fetched.
-    pub fn load(library: Option<&Path>, device: Device, intra_threads: Option<usize>) -> Result<Self, RuntimeError> {
+    /// Loads the library: `library` (from `--ort-lib`) or else the one `cargo build` fetched. `decoder_device`
+    /// defaults to `device`.
+    pub fn load(
+        library: Option<&Path>,
+        device: Device,
+        decoder_device: Option<Device>,
+        intra_threads: Option<usize>,
+    ) -> Result<Self, RuntimeError> {
         let path = library.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(BUNDLED_LIBRARY));
         if !path.exists() {
             return Err(RuntimeError::LibraryMissing(path));
         }
+        let decoder_device = decoder_device.unwrap_or(device);
+        let wants_cuda = [device, decoder_device].iter().any(|d| *d != Device::Cpu);
+        if wants_cuda {
+            preload_nvidia_libraries(&path);
+        }
         let builder = ort::init_from(&path).map_err(|e| RuntimeError::LibraryUnusable(e.to_string()))?;
         let environment = builder.with_name("samserve").build()?;
-        let providers = match device {
-            Device::Cpu => vec![],
-            Device::Auto => vec![ep::CUDA::default().build()],
-            Device::Cuda => vec![ep::CUDA::default().build().error_on_failure()],
-        };
-        Ok(Self { environment, providers, intra_threads })
+        let mut cuda_missing = None;
+        if wants_cuda && !ep::CUDA::is_available().unwrap_or(false) {
+            if [device, decoder_device].iter().any(|d| matches!(d, Device::Cuda(_))) {
+                return Err(RuntimeError::NoCudaProvider(path));
+            }
+            let reason = format!("{} is a CPU build of ONNX Runtime", path.display());
+            tracing::info!(reason, "CUDA is not available; the models run on the CPU");
+            cuda_missing = Some(reason);
+        }
+        Ok(Self { environment, encoder_device: device, decoder_device, cuda_missing, intra_threads })
     }
 
-    /// Opens an ONNX model as a session with this runtime's providers (the CPU always last, as the fallback).
-    pub fn session(&self, model: OnnxSource) -> Result<Session, ort::Error> {
-        let mut builder = Session::builder(&self.environment)?
-            .with_optimization_level(GraphOptimizationLevel::Level3)?
-            .with_execution_providers(&self.providers)?;
+    /// Opens an ONNX model as a session on its network's device; says where it really runs. With `auto`, a CUDA
+    /// failure (no GPU, missing NVIDIA libraries) falls back to the CPU and is logged with its reason.
+    pub fn session(&self, model: OnnxSource, network: Network) -> Result<(Session, Placement), ort::Error> {
+        let device = match network {
+            Network::Encoder => self.encoder_device,
+            Network::Decoder => self.decoder_device,
+        };
+        let gpu = match device {
+            Device::Cpu => None,
+            Device::Auto if self.cuda_missing.is_some() => None,
+            Device::Auto => Some(0),
+            Device::Cuda(index) => Some(index),
+        };
+        if let Some(index) = gpu {
+            match self.open(model, Some(index)) {
+                Ok(session) => return Ok((session, Placement::Cuda(index))),
+                Err(error) if device == Device::Auto => {
+                    tracing::warn!(?network, %error, "CUDA failed; the session runs on the CPU");
+                }
+                Err(error) => return Err(ort::Error::new(format!("--device cuda:{index}: {error}"))),
+            }
+        }
+        Ok((self.open(model, None)?, Placement::Cpu))
+    }
+
+    fn open(&self, model: OnnxSource, cuda: Option<i32>) -> Result<Session, ort::Error> {
+        let mut builder =
+            Session::builder(&self.environment)?.with_optimization_level(GraphOptimizationLevel::Level3)?;
+        if let Some(index) = cuda {
+            builder = builder
+                .with_execution_providers([ep::CUDA::default().with_device_id(index).build().error_on_failure()])?;
+        }
         if let Some(threads) = self.intra_threads {
             builder = builder.with_intra_threads(threads)?;
         }
@@ -72,10 +171,50 @@ impl Runtime {
     }
 }
 
+/// Loads the CUDA and cuDNN libraries of the `nvidia-*` wheels installed beside a pip-installed library
+/// (`site-packages/onnxruntime/capi/libonnxruntime.so` -> `site-packages/nvidia/*/lib/*.so*`), so that the CUDA
+/// provider finds them without LD_LIBRARY_PATH. Libraries that fail to load are left to the provider's own error.
+fn preload_nvidia_libraries(library: &Path) {
+    let Some(site_packages) = library.parent().and_then(Path::parent).and_then(Path::parent) else { return };
+    let Ok(packages) = std::fs::read_dir(site_packages.join("nvidia")) else { return };
+    let mut files: Vec<PathBuf> = packages
+        .flatten()
+        .filter_map(|package| std::fs::read_dir(package.path().join("lib")).ok())
+        .flat_map(|entries| entries.flatten().map(|entry| entry.path()))
+        .filter(|path| path.file_name().is_some_and(|name| name.to_string_lossy().contains(".so")))
+        .collect();
+    // Runtime and BLAS first: the others link against them.
+    files.sort_by_key(|path| {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        (!name.starts_with("libcudart"), !name.starts_with("libcublas"), name)
+    });
+    for file in files {
+        if let Err(error) = ort::util::preload_dylib(file.as_path()) {
+            tracing::debug!(file = %file.display(), %error, "not preloaded");
+        }
+    }
+}
+
 /// Where the bytes of an ONNX model come from.
 #[derive(Debug, Clone, Copy)]
 pub enum OnnxSource<'a> {
     File(&'a Path),
     /// Embedded in the binary (the built-in model).
     Memory(&'a [u8]),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_parse() {
+        assert_eq!("auto".parse(), Ok(Device::Auto));
+        assert_eq!("CPU".parse(), Ok(Device::Cpu));
+        assert_eq!("cuda".parse(), Ok(Device::Cuda(0)));
+        assert_eq!("cuda:3".parse(), Ok(Device::Cuda(3)));
+        assert!("cuda:-1".parse::<Device>().is_err());
+        assert!("tpu".parse::<Device>().unwrap_err().contains("auto, cpu, cuda or cuda:N"));
+        assert_eq!(Placement::Cuda(1).to_string(), "cuda:1");
+    }
 }

@@ -26,7 +26,7 @@ pub fn temp_dir(label: &str) -> PathBuf {
 
 pub fn runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| Runtime::load(None, Device::Cpu, Some(1)).unwrap_or_else(|e| panic!("{e}")))
+    RUNTIME.get_or_init(|| Runtime::load(None, Device::Cpu, None, Some(1)).unwrap_or_else(|e| panic!("{e}")))
 }
 
 pub fn load_model(name: &str) -> SamModel {

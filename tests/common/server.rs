@@ -53,8 +53,10 @@ impl Server {
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Self {
         let data_dir = super::temp_dir("data");
         let data_dir_args = ["--data-dir", data_dir.to_str().expect("UTF-8 path")];
+        let device = if args.contains(&"--device") { &[][..] } else { &["--device", "cpu"][..] };
         let mut child = Command::new(env!("CARGO_BIN_EXE_samserve"))
-            .args(["--device", "cpu", "--threads", "1", "serve", "--port", "0"])
+            .args(device)
+            .args(["--threads", "1", "serve", "--port", "0"])
             .args(args)
             .args(if args.contains(&"--data-dir") { &[][..] } else { &data_dir_args[..] })
             .envs(env.iter().copied())
@@ -153,6 +155,11 @@ impl Server {
     }
 
     /// Waits for the exit after a signal; returns whether it exited successfully, and its stderr.
+    /// What the server has written to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
     pub fn terminate_after_signal(mut self) -> (bool, String) {
         let exit = self.child.wait().expect("the server exits");
         std::thread::sleep(Duration::from_millis(100)); // the last of stderr
