@@ -3,30 +3,16 @@
 //!
 //! `cargo bench --bench pipeline -- [--model DIR|builtin] [--image PATH] [--threads N] [--json]`: p50 and p99
 //! milliseconds per stage (one line of JSON with --json). Defaults: the AMG fixture model, landscape.png, 2 threads.
+//! The `everything` stages start from the decoded image (encoding included), like the official generator.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use samserve::amg::{self, AmgInput, AmgParams};
 use samserve::image_input::{ImageLimits, decode_image};
 use samserve::model::{Device, Point, PointLabel, Prompt, Runtime, SamModel, SessionCounts};
 use samserve::segment::{OutputFormat, SegmentOptions, segment};
+use samserve::timing::percentiles;
 use serde_json::json;
-
-/// p50 and p99 of `repeats` timed runs of `work` (after one warm-up), in milliseconds.
-fn percentiles(repeats: usize, mut work: impl FnMut()) -> (f64, f64) {
-    work();
-    let mut times: Vec<f64> = (0..repeats)
-        .map(|_| {
-            let started = Instant::now();
-            work();
-            started.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    let at = |q: f64| times[((q * repeats as f64).ceil() as usize).clamp(1, repeats) - 1];
-    (at(0.5), at(0.99))
-}
 
 fn argument(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
@@ -70,11 +56,8 @@ fn main() {
         ),
         ("decoder_run", percentiles(200, || drop(model.decoder.decode(&embedding, &clicks).unwrap()))),
         ("segment_click_rle", percentiles(200, || drop(segment(&model, &embedding, &clicks, &single_rle).unwrap()))),
-        (
-            "everything",
-            percentiles(5, || drop(amg::generate(&model, AmgInput::Embedding(&embedding), &AmgParams::default()))),
-        ),
-        ("everything_crops", percentiles(3, || drop(amg::generate(&model, AmgInput::Image(&image), &with_crops)))),
+        ("everything", percentiles(3, || drop(amg::generate(&model, AmgInput::Image(&image), &AmgParams::default())))),
+        ("everything_crops", percentiles(2, || drop(amg::generate(&model, AmgInput::Image(&image), &with_crops)))),
     ];
     let masks = |params: &AmgParams| amg::generate(&model, AmgInput::Image(&image), params).map_or(0, |m| m.len());
     let counts = (masks(&AmgParams::default()), masks(&with_crops));

@@ -16,3 +16,4 @@ pub mod mask;
 pub mod metrics;
 pub mod model;
 pub mod segment;
+pub mod timing;
