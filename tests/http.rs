@@ -322,6 +322,16 @@ fn the_embedding_cache_is_bounded_in_bytes() {
     server.upload(&synthetic_png(99, 40, 30));
     assert_eq!(server.get(&format!("/v1/images/{}", ids[4])).status, 200);
     assert_eq!(server.get(&format!("/v1/images/{}", ids[5])).status, 404);
+
+    // Stored as f16, the same megabyte holds twice as many, and they still answer prompts.
+    let half = Server::start(&["--cache-mb", "1", "--cache-f16"]);
+    let ids: Vec<String> = (0..40u32)
+        .map(|seed| half.upload(&synthetic_png(seed, 40, 30))["image_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(half.metric("samserve_embedding_cache_evictions_total"), 8.0);
+    assert_eq!(half.metric("samserve_embedding_cache_bytes"), (1 << 20) as f64);
+    let answer = half.post_json(&format!("/v1/images/{}/segment", ids[39]), &json!({"prompts": [click(1.0, 1.0)]}));
+    assert_eq!(answer.status, 200);
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! Parity with the official segment-anything SamPredictor, on fixtures that tools/make_fixtures.py produced.
 //!
 //! For every image and prompt kind, with the official decoder export and with the lean one: each mask has IoU >= 0.99
-//! with the official mask, predicted IoU within 1e-3 and the stability score within 0.01; our RLE of the official
-//! mask is byte-identical to the string pycocotools wrote, and so are area and bbox.
+//! with the official mask (>= 0.97 with the embedding stored as f16), predicted IoU within 1e-3 and the stability
+//! score within 0.01; our RLE of the official mask is byte-identical to the string pycocotools wrote, and so are area
+//! and bbox.
 
 mod common;
 
@@ -80,7 +81,8 @@ fn assert_parity(label: &str, ours: &[MaskResult], expected: &[Value]) -> (f64, 
     (lowest_iou, largest_score_difference)
 }
 
-fn run_parity(model_name: &str) {
+/// With `half`, the embedding is stored as f16 first (the `--cache-f16` path).
+fn run_parity(model_name: &str, half: bool) {
     let model = common::load_model(model_name);
     let fixtures = common::read_json("parity.json");
     let mut by_image: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
@@ -104,6 +106,7 @@ fn run_parity(model_name: &str) {
             "{image_name}: size after EXIF orientation"
         );
         let embedding = model.encoder.encode(&image).unwrap();
+        let embedding = if half { embedding.into_f16() } else { embedding };
         // Prompts of one request are decoded together, as the API does.
         for multimask in [false, true] {
             let batch: Vec<&&Value> = cases
@@ -124,6 +127,10 @@ fn run_parity(model_name: &str) {
         }
     }
     assert!(checked >= 48, "only {checked} cases checked");
+    // f16 rounding moves a boundary pixel here and there; it shows on small low-confidence masks of this weak
+    // model (worst: 2 pixels of a 70-pixel mask).
+    let bar = if half { 0.97 } else { 0.99 };
+    assert!(lowest_iou >= bar, "{model_name}: lowest mask IoU {lowest_iou}");
     eprintln!(
         "{model_name}: {checked} cases, lowest mask IoU {lowest_iou:.5}, largest score difference {largest_score_difference:.2e}"
     );
@@ -140,12 +147,17 @@ fn refine(model: &SamModel, embedding: &Embedding, prompt: &Value, multimask: bo
 
 #[test]
 fn official_decoder_export_matches_sam_predictor() {
-    run_parity("tiny");
+    run_parity("tiny", false);
 }
 
 #[test]
 fn lean_decoder_export_matches_sam_predictor() {
-    run_parity("tiny-lean");
+    run_parity("tiny-lean", false);
+}
+
+#[test]
+fn embeddings_stored_as_f16_keep_parity() {
+    run_parity("tiny-lean", true);
 }
 
 #[test]

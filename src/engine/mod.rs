@@ -29,6 +29,8 @@ use cache::ByteLru;
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub embedding_cache_bytes: usize,
+    /// Store cached embeddings as f16 (half the memory; masks stay within parity).
+    pub embeddings_f16: bool,
     pub logits_cache_bytes: usize,
     /// Images that may wait for a busy encoder; one more is refused with `Overloaded`.
     pub encoder_queue: usize,
@@ -225,10 +227,12 @@ impl Engine {
         self.metrics.encoder_queue_depth.dec();
         self.metrics.encoder_in_flight.inc();
         let (limits, metrics, record_id) = (self.config.image_limits, Arc::clone(&self.metrics), id.clone());
+        let half = self.config.embeddings_f16;
         let outcome = tokio::task::spawn_blocking(move || -> Result<ImageRecord, EngineError> {
             let started = Instant::now();
             let image = decode_image(&bytes, &limits)?;
             let embedding = model.encoder.encode(&image)?;
+            let embedding = if half { embedding.into_f16() } else { embedding };
             let seconds = started.elapsed().as_secs_f64();
             metrics.encoder_runs.with_label_values(&[model.name()]).inc();
             metrics.encoder_seconds.with_label_values(&[model.name()]).observe(seconds);

@@ -54,6 +54,9 @@ pub struct ServeOptions {
     /// Memory for cached image embeddings, in MiB (least recently used are evicted).
     #[arg(long, env = "SAMSERVE_CACHE_MB", default_value_t = 1024)]
     pub cache_mb: usize,
+    /// Keep cached embeddings as f16: twice as many fit in --cache-mb (masks stay within the parity bounds).
+    #[arg(long, env = "SAMSERVE_CACHE_F16")]
+    pub cache_f16: bool,
     /// Memory for cached low-res logits (mask_input refinement), in MiB.
     #[arg(long, env = "SAMSERVE_LOGITS_CACHE_MB", default_value_t = 128)]
     pub logits_cache_mb: usize,
@@ -209,6 +212,7 @@ fn load_engine(runtime: &Runtime, options: &ServeOptions, metrics: Arc<Metrics>)
     };
     let config = EngineConfig {
         embedding_cache_bytes: options.cache_mb << 20,
+        embeddings_f16: options.cache_f16,
         logits_cache_bytes: options.logits_cache_mb << 20,
         encoder_queue: options.encoder_queue,
         encoder_slots: options.encoder_sessions,

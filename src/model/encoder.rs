@@ -1,5 +1,8 @@
 //! The image encoder: preprocess an RGB8 image and run it once, giving an [`Embedding`].
 
+use std::borrow::Cow;
+
+use half::f16;
 use image::RgbImage;
 use ndarray::Array4;
 use ort::session::Session;
@@ -12,17 +15,43 @@ use super::{Manifest, ModelError, static_dims};
 /// What the encoder made of one image, with the sizes needed to map prompts and masks between frames.
 #[derive(Debug, Clone)]
 pub struct Embedding {
-    /// [1, C, h, w]
-    pub tensor: Array4<f32>,
+    tensor: EmbeddingTensor,
     /// The image as uploaded (after EXIF orientation).
     pub original: ImageSize,
     /// The image after ResizeLongestSide, before padding to S x S.
     pub resized: ImageSize,
 }
 
+/// [1, C, h, w], as the encoder gave it or stored in half precision (half the memory of a cache entry).
+#[derive(Debug, Clone)]
+enum EmbeddingTensor {
+    F32(Array4<f32>),
+    F16(Array4<f16>),
+}
+
 impl Embedding {
     pub fn size_in_bytes(&self) -> usize {
-        self.tensor.len() * std::mem::size_of::<f32>()
+        match &self.tensor {
+            EmbeddingTensor::F32(tensor) => tensor.len() * std::mem::size_of::<f32>(),
+            EmbeddingTensor::F16(tensor) => tensor.len() * std::mem::size_of::<f16>(),
+        }
+    }
+
+    /// The same embedding stored as f16 (rounded to nearest).
+    pub fn into_f16(self) -> Self {
+        let tensor = match self.tensor {
+            EmbeddingTensor::F32(tensor) => EmbeddingTensor::F16(tensor.mapv(f16::from_f32)),
+            half => half,
+        };
+        Self { tensor, ..self }
+    }
+
+    /// The tensor in f32, as the decoder takes it (converted when stored as f16).
+    pub fn tensor_f32(&self) -> Cow<'_, Array4<f32>> {
+        match &self.tensor {
+            EmbeddingTensor::F32(tensor) => Cow::Borrowed(tensor),
+            EmbeddingTensor::F16(tensor) => Cow::Owned(tensor.mapv(f16::to_f32)),
+        }
     }
 }
 
@@ -109,6 +138,6 @@ impl Encoder {
                 .map(|view| view.to_owned())
                 .map_err(|e| ModelError::Contract { file: "encoder".into(), message: e.to_string() })
         })?;
-        Ok(Embedding { tensor, original, resized })
+        Ok(Embedding { tensor: EmbeddingTensor::F32(tensor), original, resized })
     }
 }
