@@ -102,6 +102,17 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
 }
 
+/// Runs `query` on the job store off the executor; `None` from it is 404 `job_not_found`.
+async fn query_job<T: Send + 'static>(
+    state: &AppState,
+    id: String,
+    query: impl FnOnce(&Jobs, &str) -> Result<Option<T>, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let jobs = state.jobs()?;
+    let lookup = id.clone();
+    blocking(move || query(&jobs, &lookup)).await?.map_err(store_failed)?.ok_or_else(|| job_not_found(&id))
+}
+
 /// The task a spec asks for, checked against the uploaded file names.
 fn task_from_spec(spec: JobSpec, files: &[String]) -> Result<BatchTask, ApiError> {
     if spec.output.as_ref().is_some_and(|output| output.iter().any(|&format| format != OutputFormat::Rle)) {
@@ -237,11 +248,7 @@ pub async fn submit(
 )]
 #[get("/v1/jobs/{job_id}")]
 pub async fn status(state: Data<AppState>, job_id: Path<String>) -> Result<HttpResponse, ApiError> {
-    let jobs = state.jobs()?;
-    let id = job_id.into_inner();
-    let lookup = id.clone();
-    let summary = blocking(move || jobs.summary(&lookup)).await?.map_err(store_failed)?;
-    let summary = summary.ok_or_else(|| job_not_found(&id))?;
+    let summary = query_job(&state, job_id.into_inner(), |jobs, id| jobs.summary(id)).await?;
     Ok(HttpResponse::Ok().json(JobStatusResponse::from(summary)))
 }
 
@@ -255,11 +262,8 @@ pub async fn status(state: Data<AppState>, job_id: Path<String>) -> Result<HttpR
 )]
 #[get("/v1/jobs/{job_id}/results")]
 pub async fn results(state: Data<AppState>, job_id: Path<String>) -> Result<HttpResponse, ApiError> {
-    let jobs = state.jobs()?;
-    let id = job_id.into_inner();
-    let lookup = id.clone();
-    let results: Option<CocoResults> = blocking(move || jobs.results(&lookup)).await?.map_err(store_failed)?;
-    Ok(HttpResponse::Ok().json(results.ok_or_else(|| job_not_found(&id))?))
+    let results: CocoResults = query_job(&state, job_id.into_inner(), |jobs, id| jobs.results(id)).await?;
+    Ok(HttpResponse::Ok().json(results))
 }
 
 /// Cancels a queued or running job (200 with its status; results so far stay readable); deletes a job that has
@@ -274,19 +278,13 @@ pub async fn results(state: Data<AppState>, job_id: Path<String>) -> Result<Http
 )]
 #[delete("/v1/jobs/{job_id}")]
 pub async fn remove(state: Data<AppState>, job_id: Path<String>) -> Result<HttpResponse, ApiError> {
-    let jobs = state.jobs()?;
-    let id = job_id.into_inner();
-    let lookup = id.clone();
-    let (removal, summary) = blocking(move || {
-        let removal = jobs.remove(&lookup)?;
-        let summary = jobs.summary(&lookup)?;
-        Ok::<_, StoreError>((removal, summary))
+    let (removal, summary) = query_job(&state, job_id.into_inner(), |jobs, id| match jobs.remove(id)? {
+        Removal::NotFound => Ok(None),
+        removal => Ok(Some((removal, jobs.summary(id)?))),
     })
-    .await?
-    .map_err(store_failed)?;
+    .await?;
     match (removal, summary) {
         (Removal::Cancelled, Some(summary)) => Ok(HttpResponse::Ok().json(JobStatusResponse::from(summary))),
-        (Removal::NotFound, _) => Err(job_not_found(&id)),
         _ => Ok(HttpResponse::NoContent().finish()),
     }
 }
