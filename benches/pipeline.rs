@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use samserve::amg::{self, AmgInput, AmgParams};
 use samserve::image_input::{ImageLimits, decode_image};
-use samserve::model::{Device, Point, PointLabel, Prompt, Runtime, SamModel, SessionCounts};
+use samserve::model::{Device, Point, PointLabel, Prompt, Runtime, RuntimeOptions, SamModel, SessionCounts};
 use samserve::segment::{OutputFormat, SegmentOptions, segment};
 use samserve::timing::percentiles;
 use serde_json::json;
@@ -23,7 +23,12 @@ fn main() {
     let json = std::env::args().any(|a| a == "--json");
     let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let threads = argument("--threads").and_then(|t| t.parse().ok()).unwrap_or(2);
-    let runtime = Runtime::load(None, Device::Cpu, None, Some(threads)).unwrap_or_else(|e| panic!("{e}"));
+    let runtime = Runtime::load(RuntimeOptions {
+        device: Device::Cpu,
+        intra_threads: Some(threads),
+        ..RuntimeOptions::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
     let model_arg = argument("--model").unwrap_or_else(|| fixtures.join("models/amg").display().to_string());
     let model = if model_arg == "builtin" {
         SamModel::builtin(&runtime, SessionCounts::default())

@@ -14,7 +14,7 @@ use samserve::amg::{self, AmgInput, AmgParams};
 use samserve::batch::{self, BatchTask, CocoResults, ImageOutcome};
 use samserve::http::ServeOptions;
 use samserve::image_input::{ImageLimits, decode_image};
-use samserve::model::{Device, Point, PointLabel, Prompt, Runtime, SamModel, SessionCounts};
+use samserve::model::{Device, Point, PointLabel, Prompt, Runtime, RuntimeOptions, SamModel, SessionCounts};
 use samserve::segment::{OutputFormat, SegmentOptions, segment};
 use samserve::timing;
 
@@ -41,6 +41,9 @@ struct RuntimeArgs {
     /// Threads per ONNX Runtime session (default: ONNX Runtime's choice, one per core).
     #[arg(long, env = "SAMSERVE_THREADS", global = true)]
     threads: Option<usize>,
+    /// Let idle ONNX Runtime threads spin (faster on an otherwise idle machine, slower when cores are shared).
+    #[arg(long, env = "SAMSERVE_ORT_SPINNING", global = true)]
+    ort_spinning: bool,
 }
 
 #[derive(Subcommand)]
@@ -395,16 +398,21 @@ fn main() -> ExitCode {
         Command::Batch(_) => cli.runtime.threads.or(Some((cores / batch_workers).max(1))),
         _ => cli.runtime.threads,
     };
-    let outcome = Runtime::load(library.as_deref(), cli.runtime.device, cli.runtime.decoder_device, threads)
-        .map_err(anyhow::Error::from)
-        .and_then(|runtime| match cli.command {
-            Command::Serve(options) => actix_web::rt::System::new().block_on(samserve::http::serve(runtime, options)),
-            Command::Segment(args) => run_segment(&runtime, &args),
-            Command::Eval(args) => run_eval(&runtime, &args),
-            Command::Everything(args) => run_everything(&runtime, &args),
-            Command::Batch(args) => run_batch(&runtime, &args, batch_workers),
-            Command::Bench(args) => run_bench(&runtime, &args),
-        });
+    let options = RuntimeOptions {
+        library,
+        device: cli.runtime.device,
+        decoder_device: cli.runtime.decoder_device,
+        intra_threads: threads,
+        spinning: cli.runtime.ort_spinning,
+    };
+    let outcome = Runtime::load(options).map_err(anyhow::Error::from).and_then(|runtime| match cli.command {
+        Command::Serve(options) => actix_web::rt::System::new().block_on(samserve::http::serve(runtime, options)),
+        Command::Segment(args) => run_segment(&runtime, &args),
+        Command::Eval(args) => run_eval(&runtime, &args),
+        Command::Everything(args) => run_everything(&runtime, &args),
+        Command::Batch(args) => run_batch(&runtime, &args, batch_workers),
+        Command::Bench(args) => run_bench(&runtime, &args),
+    });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

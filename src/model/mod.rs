@@ -20,7 +20,7 @@ pub use encoder::{Embedding, Encoder};
 pub use manifest::Manifest;
 pub use preprocess::ImageSize;
 pub use prompt::{Point, PointLabel, Prompt, PromptError};
-pub use runtime::{Device, Network, OnnxSource, Placement, Runtime, RuntimeError};
+pub use runtime::{Device, Network, OnnxSource, Placement, Runtime, RuntimeError, RuntimeOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {

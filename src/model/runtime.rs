@@ -87,6 +87,28 @@ pub enum RuntimeError {
     Ort(#[from] ort::Error),
 }
 
+/// How to load ONNX Runtime and open sessions.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// The library (`--ort-lib`); the one `cargo build` fetched when `None`.
+    pub library: Option<PathBuf>,
+    pub device: Device,
+    /// Where the decoder runs; `device` when `None`.
+    pub decoder_device: Option<Device>,
+    /// Threads per session (ONNX Runtime's choice when `None`).
+    pub intra_threads: Option<usize>,
+    /// Let idle ONNX Runtime threads spin. Off by default: the encoder and decoder sessions, the HTTP workers and
+    /// the mask post-processing share the cores, and spinning threads take CPU from each other (an encoder run
+    /// took twice as long next to another busy process).
+    pub spinning: bool,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        Self { library: None, device: Device::Auto, decoder_device: None, intra_threads: None, spinning: false }
+    }
+}
+
 /// A loaded ONNX Runtime and the devices its sessions go to.
 pub struct Runtime {
     environment: Environment,
@@ -95,18 +117,14 @@ pub struct Runtime {
     /// Why CUDA is out of the question for `auto` (a CPU build of the library), if it is.
     cuda_missing: Option<String>,
     intra_threads: Option<usize>,
+    spinning: bool,
 }
 
 impl Runtime {
-    /// Loads the library: `library` (from `--ort-lib`) or else the one `cargo build` fetched. `decoder_device`
-    /// defaults to `device`.
-    pub fn load(
-        library: Option<&Path>,
-        device: Device,
-        decoder_device: Option<Device>,
-        intra_threads: Option<usize>,
-    ) -> Result<Self, RuntimeError> {
-        let path = library.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(BUNDLED_LIBRARY));
+    /// Loads the library and checks that the devices asked for can be had.
+    pub fn load(options: RuntimeOptions) -> Result<Self, RuntimeError> {
+        let RuntimeOptions { library, device, decoder_device, intra_threads, spinning } = options;
+        let path = library.unwrap_or_else(|| PathBuf::from(BUNDLED_LIBRARY));
         if !path.exists() {
             return Err(RuntimeError::LibraryMissing(path));
         }
@@ -126,7 +144,7 @@ impl Runtime {
             tracing::info!(reason, "CUDA is not available; the models run on the CPU");
             cuda_missing = Some(reason);
         }
-        Ok(Self { environment, encoder_device: device, decoder_device, cuda_missing, intra_threads })
+        Ok(Self { environment, encoder_device: device, decoder_device, cuda_missing, intra_threads, spinning })
     }
 
     /// Opens an ONNX model as a session on its network's device; says where it really runs. With `auto`, a CUDA
@@ -155,8 +173,10 @@ impl Runtime {
     }
 
     fn open(&self, model: OnnxSource, cuda: Option<i32>) -> Result<Session, ort::Error> {
-        let mut builder =
-            Session::builder(&self.environment)?.with_optimization_level(GraphOptimizationLevel::Level3)?;
+        let mut builder = Session::builder(&self.environment)?
+            .with_optimization_level(GraphOptimizationLevel::Level3)?
+            .with_intra_op_spinning(self.spinning)?
+            .with_inter_op_spinning(self.spinning)?;
         if let Some(index) = cuda {
             builder = builder
                 .with_execution_providers([ep::CUDA::default().with_device_id(index).build().error_on_failure()])?;

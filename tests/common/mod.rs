@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 pub mod server;
 
-use samserve::model::{Device, Runtime, SamModel, SessionCounts};
+use samserve::model::{Device, Runtime, RuntimeOptions, SamModel, SessionCounts};
 
 pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures")
@@ -26,7 +26,10 @@ pub fn temp_dir(label: &str) -> PathBuf {
 
 pub fn runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| Runtime::load(None, Device::Cpu, None, Some(1)).unwrap_or_else(|e| panic!("{e}")))
+    RUNTIME.get_or_init(|| {
+        Runtime::load(RuntimeOptions { device: Device::Cpu, intra_threads: Some(1), ..RuntimeOptions::default() })
+            .unwrap_or_else(|e| panic!("{e}"))
+    })
 }
 
 pub fn load_model(name: &str) -> SamModel {
