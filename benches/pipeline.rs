@@ -1,8 +1,9 @@
 //! In-process stage timings of the samserve pipeline: the "bare" side of `tools/benchmarks.py`, which runs them
 //! next to the HTTP service and the official segment-anything code in one run and writes the ratios.
 //!
-//! `cargo bench --bench pipeline -- [--model DIR|builtin] [--image PATH] [--threads N] [--json]`: p50 and p99
-//! milliseconds per stage (one line of JSON with --json). Defaults: the AMG fixture model, landscape.png, 2 threads.
+//! `cargo bench --bench pipeline -- [--model DIR|builtin] [--image PATH] [--threads N] [--only STAGE,...] [--json]`:
+//! p50 and p99 milliseconds per stage (one line of JSON with --json). Defaults: the AMG fixture model,
+//! landscape.png, 2 threads.
 //! The `everything` stages start from the decoded image (encoding included), like the official generator.
 
 use std::path::PathBuf;
@@ -48,24 +49,36 @@ fn main() {
     let single_rle = SegmentOptions { multimask: false, outputs: vec![OutputFormat::Rle] };
     let with_crops = AmgParams { crop_n_layers: 1, ..AmgParams::default() };
 
-    let stages = [
-        ("decode_image", percentiles(30, || drop(decode_image(&bytes, &ImageLimits::default()).unwrap()))),
-        ("preprocess", percentiles(30, || drop(model.encoder.preprocess(&image)))),
-        ("encode", percentiles(20, || drop(model.encoder.encode(&image).unwrap()))),
+    // (name, timed runs, work); `--only a,b` picks some.
+    type Stage<'a> = (&'static str, usize, Box<dyn FnMut() + 'a>);
+    let stages: Vec<Stage> = vec![
+        ("decode_image", 30, Box::new(|| drop(decode_image(&bytes, &ImageLimits::default()).unwrap()))),
+        ("preprocess", 30, Box::new(|| drop(model.encoder.preprocess(&image)))),
+        ("encode", 20, Box::new(|| drop(model.encoder.encode(&image).unwrap()))),
         (
             "decode_and_encode",
-            percentiles(20, || {
+            20,
+            Box::new(|| {
                 let decoded = decode_image(&bytes, &ImageLimits::default()).unwrap();
                 drop(model.encoder.encode(&decoded).unwrap());
             }),
         ),
-        ("decoder_run", percentiles(200, || drop(model.decoder.decode(&embedding, &clicks).unwrap()))),
-        ("segment_click_rle", percentiles(200, || drop(segment(&model, &embedding, &clicks, &single_rle).unwrap()))),
-        ("everything", percentiles(3, || drop(amg::generate(&model, AmgInput::Image(&image), &AmgParams::default())))),
-        ("everything_crops", percentiles(2, || drop(amg::generate(&model, AmgInput::Image(&image), &with_crops)))),
+        ("decoder_run", 200, Box::new(|| drop(model.decoder.decode(&embedding, &clicks).unwrap()))),
+        ("segment_click_rle", 200, Box::new(|| drop(segment(&model, &embedding, &clicks, &single_rle).unwrap()))),
+        ("everything", 3, Box::new(|| drop(amg::generate(&model, AmgInput::Image(&image), &AmgParams::default())))),
+        ("everything_crops", 2, Box::new(|| drop(amg::generate(&model, AmgInput::Image(&image), &with_crops)))),
     ];
-    let masks = |params: &AmgParams| amg::generate(&model, AmgInput::Image(&image), params).map_or(0, |m| m.len());
-    let counts = (masks(&AmgParams::default()), masks(&with_crops));
+    let only: Option<Vec<String>> = argument("--only").map(|list| list.split(',').map(str::to_string).collect());
+    let selected = |name: &str| only.as_ref().is_none_or(|only| only.iter().any(|o| o == name));
+    let stages: Vec<(&str, (f64, f64))> = stages
+        .into_iter()
+        .filter(|(name, ..)| selected(name))
+        .map(|(name, repeats, mut work)| (name, percentiles(repeats, &mut work)))
+        .collect();
+    let masks = |stage: &str, params: &AmgParams| {
+        selected(stage).then(|| amg::generate(&model, AmgInput::Image(&image), params).map_or(0, |m| m.len()))
+    };
+    let counts = (masks("everything", &AmgParams::default()), masks("everything_crops", &with_crops));
     if json {
         let map: serde_json::Map<String, serde_json::Value> =
             stages.iter().map(|(name, (p50, p99))| (name.to_string(), json!({"p50": p50, "p99": p99}))).collect();
@@ -83,6 +96,6 @@ fn main() {
         for (name, (p50, p99)) in stages {
             println!("{name:>20}  p50 {p50:9.3} ms  p99 {p99:9.3} ms");
         }
-        println!("everything: {} masks, with a crop layer: {}", counts.0, counts.1);
+        println!("everything: {:?} masks, with a crop layer: {:?}", counts.0, counts.1);
     }
 }
