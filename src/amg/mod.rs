@@ -274,13 +274,13 @@ fn process_batch(
         .filter(|&(p, t)| params.pred_iou_thresh <= 0.0 || decoded[p].scores[t] > params.pred_iou_thresh)
         .collect();
     let input_size = model.encoder.input_size();
+    let filters_stability = params.stability_score_thresh > 0.0;
+    let offset = params.stability_score_offset;
     Ok(candidates
         .into_par_iter()
         .filter_map(|(p, t)| {
             let low_res = decoded[p].low_res.index_axis(Axis(0), t);
             let at_input = upscale_to_input(low_res, input_size, embedding.resized);
-            let filters_stability = params.stability_score_thresh > 0.0;
-            let offset = params.stability_score_offset;
             if filters_stability
                 && mask::stability_score(&at_input, offset) < params.stability_score_thresh - STABILITY_PREFILTER_MARGIN
             {
