@@ -1,9 +1,9 @@
 //! In-process stage timings of the samserve pipeline: the "bare" side of `tools/benchmarks.py`, which runs them
 //! next to the HTTP service and the official segment-anything code in one run and writes the ratios.
 //!
-//! `cargo bench --bench pipeline -- [--model DIR|builtin] [--image PATH] [--threads N] [--only STAGE,...] [--json]`:
-//! p50 and p99 milliseconds per stage (one line of JSON with --json). Defaults: the AMG fixture model,
-//! landscape.png, 2 threads.
+//! `cargo bench --bench pipeline -- [--model DIR|builtin] [--image PATH] [--threads N] [--device D] [--ort-lib LIB]
+//! [--only STAGE,...] [--json]`: p50 and p99 milliseconds per stage (one line of JSON with --json). Defaults: the AMG
+//! fixture model, landscape.png, 2 threads, the CPU and the library `cargo build` fetched.
 //! The `everything` stages start from the decoded image (encoding included), like the official generator.
 
 use std::path::PathBuf;
@@ -24,8 +24,10 @@ fn main() {
     let json = std::env::args().any(|a| a == "--json");
     let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let threads = argument("--threads").and_then(|t| t.parse().ok()).unwrap_or(2);
+    let device: Device = argument("--device").map_or(Ok(Device::Cpu), |d| d.parse()).unwrap_or_else(|e| panic!("{e}"));
     let runtime = Runtime::load(RuntimeOptions {
-        device: Device::Cpu,
+        library: argument("--ort-lib").map(PathBuf::from),
+        device,
         intra_threads: Some(threads),
         ..RuntimeOptions::default()
     })
@@ -41,6 +43,7 @@ fn main() {
     let bytes = std::fs::read(&image_path).unwrap();
     let image = decode_image(&bytes, &ImageLimits::default()).unwrap();
     let embedding = model.encoder.encode(&image).unwrap();
+    let host_embedding = embedding.without_device_copy();
     let (width, height) = (f64::from(image.width()), f64::from(image.height()));
     let clicks = [Prompt {
         points: vec![Point { x: width * 0.6, y: height * 0.6, label: PointLabel::Foreground }],
@@ -64,6 +67,9 @@ fn main() {
             }),
         ),
         ("decoder_run", 200, Box::new(|| drop(model.decoder.decode(&embedding, &clicks).unwrap()))),
+        // With encoder and decoder on one GPU, `decoder_run` takes the embedding on the device; this is the
+        // same run given the host copy (as when the decoder runs elsewhere), to show what keeping it there saves.
+        ("decoder_run_host_embedding", 200, Box::new(|| drop(model.decoder.decode(&host_embedding, &clicks).unwrap()))),
         ("segment_click_rle", 200, Box::new(|| drop(segment(&model, &embedding, &clicks, &single_rle).unwrap()))),
         ("everything", 3, Box::new(|| drop(amg::generate(&model, AmgInput::Image(&image), &AmgParams::default())))),
         ("everything_crops", 2, Box::new(|| drop(amg::generate(&model, AmgInput::Image(&image), &with_crops)))),
@@ -86,13 +92,20 @@ fn main() {
             "model": model.name(),
             "image": [image.width(), image.height()],
             "threads": threads,
+            "devices": [model.placement.0.to_string(), model.placement.1.to_string()],
             "everything_masks": counts.0,
             "everything_crops_masks": counts.1,
             "stages": map,
         });
         println!("{report}");
     } else {
-        println!("{} on {}x{}, {threads} threads", model.name(), image.width(), image.height());
+        let (encoder, decoder) = model.placement;
+        println!(
+            "{} on {}x{}, {threads} threads; encoder on {encoder}, decoder on {decoder}",
+            model.name(),
+            image.width(),
+            image.height()
+        );
         for (name, (p50, p99)) in stages {
             println!("{name:>20}  p50 {p50:9.3} ms  p99 {p99:9.3} ms");
         }

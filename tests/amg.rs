@@ -85,11 +85,13 @@ fn cli_and_http_give_the_official_masks_too() {
 
     let out = common::temp_dir("amg-cli").join("masks.json");
     let run = Command::new(env!("CARGO_BIN_EXE_samserve"))
-        .args(["--device", "cpu", "everything", "--model"])
+        .args(common::runtime_args())
+        .args(["everything", "--model"])
         .args([&model, &image_path])
         .arg("--out")
         .arg(&out)
         .env_remove("ORT_DYLIB_PATH")
+        .env_remove("SAMSERVE_ORT_LIB")
         .output()
         .unwrap();
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));

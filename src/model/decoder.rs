@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use ndarray::{Array1, Array2, Array3, Array4, Axis, s};
-use ort::session::Session;
+use ort::session::{Session, SessionInputValue};
 use ort::value::TensorRef;
 
 use super::pool::SessionPool;
@@ -128,9 +128,16 @@ impl Decoder {
         // fetched or not, so a 1x1 size keeps that unused branch cheap: on a 2304x1536 image a decoder run takes
         // about 1.2 ms instead of 22 ms. `iou_predictions` and `low_res_masks` do not depend on it.
         let orig_im_size = Array1::from_vec(vec![1.0f32, 1.0]);
-        let image_embeddings = embedding.tensor_f32();
+        let host_embeddings;
+        let image_embeddings: SessionInputValue = match embedding.on_device() {
+            Some(on_device) => on_device.into(),
+            None => {
+                host_embeddings = embedding.tensor_f32();
+                TensorRef::from_array_view(&*host_embeddings)?.into()
+            }
+        };
         let mut inputs = ort::inputs![
-            "image_embeddings" => TensorRef::from_array_view(&*image_embeddings)?,
+            "image_embeddings" => image_embeddings,
             "point_coords" => TensorRef::from_array_view(&coords)?,
             "point_labels" => TensorRef::from_array_view(&labels)?,
             "mask_input" => TensorRef::from_array_view(&mask_input)?,

@@ -1,21 +1,27 @@
 //! The image encoder: preprocess an RGB8 image and run it once, giving an [`Embedding`].
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use half::f16;
 use image::RgbImage;
-use ndarray::Array4;
+use ndarray::{Array4, ArrayViewD};
+use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::Session;
-use ort::value::TensorRef;
+use ort::value::{Tensor, TensorRef, TensorValueType};
 
 use super::pool::SessionPool;
 use super::preprocess::{ImageSize, normalize_and_pad, resize_bilinear, resized_size};
-use super::{Manifest, ModelError, static_dims};
+use super::{Manifest, ModelError, Placement, static_dims};
 
 /// What the encoder made of one image, with the sizes needed to map prompts and masks between frames.
 #[derive(Debug, Clone)]
 pub struct Embedding {
+    /// The host copy: what the cache counts and what a decoder on another device takes.
     tensor: EmbeddingTensor,
+    /// The encoder's output left where it was computed, when the decoder runs on that same GPU: decoder runs take
+    /// it as it is instead of copying the host tensor over each time. Freed with the last clone (cache entry).
+    on_device: Option<Arc<Tensor<f32>>>,
     /// The image as uploaded (after EXIF orientation).
     pub original: ImageSize,
     /// The image after ResizeLongestSide, before padding to S x S.
@@ -53,6 +59,16 @@ impl Embedding {
             EmbeddingTensor::F16(tensor) => Cow::Owned(tensor.mapv(f16::to_f32)),
         }
     }
+
+    /// The same embedding without its device copy: what a decoder on another device gets (for benchmarks).
+    pub fn without_device_copy(&self) -> Self {
+        Self { on_device: None, ..self.clone() }
+    }
+
+    /// The copy on the decoder's device, if the encoder left one there.
+    pub(super) fn on_device(&self) -> Option<&Tensor<f32>> {
+        self.on_device.as_deref()
+    }
 }
 
 pub struct Encoder {
@@ -63,6 +79,8 @@ pub struct Encoder {
     embedding_shape: [usize; 3],
     pixel_mean: [f32; 3],
     pixel_std: [f32; 3],
+    /// Where embeddings also stay after the run (IoBinding): the decoder's GPU, when it shares it with the encoder.
+    keep_on: Option<Placement>,
 }
 
 impl Encoder {
@@ -105,7 +123,13 @@ impl Encoder {
             embedding_shape,
             pixel_mean: manifest.pixel_mean,
             pixel_std: manifest.pixel_std,
+            keep_on: None,
         })
+    }
+
+    /// Leave each embedding on `placement` as well as copying it to the host (see [`Embedding`]).
+    pub(super) fn keep_embeddings_on(&mut self, placement: Placement) {
+        self.keep_on = Some(placement);
     }
 
     /// S: the side of the square the encoder takes.
@@ -130,14 +154,48 @@ impl Encoder {
     pub fn encode(&self, image: &RgbImage) -> Result<Embedding, ModelError> {
         let original = ImageSize::new(image.height() as usize, image.width() as usize);
         let (resized, input) = self.preprocess(image);
-        let tensor = self.sessions.with_session(|session| -> Result<Array4<f32>, ModelError> {
-            let outputs = session.run(ort::inputs![self.input_name.as_str() => TensorRef::from_array_view(&input)?])?;
-            outputs[self.output_name.as_str()]
-                .try_extract_array::<f32>()?
-                .into_dimensionality::<ndarray::Ix4>()
-                .map(|view| view.to_owned())
-                .map_err(|e| ModelError::Contract { file: "encoder".into(), message: e.to_string() })
+        let (tensor, on_device) = self.sessions.with_session(|session| -> Result<_, ModelError> {
+            match self.keep_on {
+                None => {
+                    let input = TensorRef::from_array_view(&input)?;
+                    let outputs = session.run(ort::inputs![self.input_name.as_str() => input])?;
+                    Ok((host_array(outputs[self.output_name.as_str()].try_extract_array::<f32>()?)?, None))
+                }
+                Some(placement) => {
+                    let mut binding = session.create_binding()?;
+                    // Owned: ort copies a bound view of borrowed data through a helper session that deadlocks
+                    // (ort 2.0.0-rc.15, `IdentitySessionHandle::new` re-entering its lock).
+                    binding.bind_input(self.input_name.as_str(), &Tensor::from_array(input)?)?;
+                    binding.bind_output_to_device(self.output_name.as_str(), &memory_info(placement)?)?;
+                    let on_device = session
+                        .run_binding(&binding)?
+                        .remove(self.output_name.as_str())
+                        .ok_or_else(|| ModelError::Contract {
+                            file: "encoder".into(),
+                            message: "the bound output is missing".into(),
+                        })?
+                        .downcast::<TensorValueType<f32>>()?;
+                    let host = on_device.to(AllocationDevice::CPU, 0)?;
+                    Ok((host_array(host.try_extract_array::<f32>()?)?, Some(Arc::new(on_device))))
+                }
+            }
         })?;
-        Ok(Embedding { tensor: EmbeddingTensor::F32(tensor), original, resized })
+        Ok(Embedding { tensor: EmbeddingTensor::F32(tensor), on_device, original, resized })
     }
+}
+
+/// The encoder output (already on the host) as an owned [1, C, h, w] array.
+fn host_array(output: ArrayViewD<f32>) -> Result<Array4<f32>, ModelError> {
+    output
+        .into_dimensionality::<ndarray::Ix4>()
+        .map(|view| view.to_owned())
+        .map_err(|e| ModelError::Contract { file: "encoder".into(), message: e.to_string() })
+}
+
+fn memory_info(placement: Placement) -> Result<MemoryInfo<'static>, ort::Error> {
+    let (device, index) = match placement {
+        Placement::Cpu => (AllocationDevice::CPU, 0),
+        Placement::Cuda(index) => (AllocationDevice::CUDA, index),
+    };
+    MemoryInfo::new(device, index, AllocatorType::Device, MemoryType::Default)
 }

@@ -81,9 +81,14 @@ impl SamModel {
     ) -> Result<Self, ModelError> {
         let (encoder_sessions, encoder_placement) =
             open_sessions(runtime, encoder, Network::Encoder, &manifest.encoder, sessions.encoder)?;
-        let encoder = Encoder::new(encoder_sessions, &manifest)?;
+        let mut encoder = Encoder::new(encoder_sessions, &manifest)?;
         let (decoder_sessions, decoder_placement) =
             open_sessions(runtime, decoder, Network::Decoder, &manifest.decoder, sessions.decoder)?;
+        if let (Placement::Cuda(a), Placement::Cuda(b)) = (encoder_placement, decoder_placement)
+            && a == b
+        {
+            encoder.keep_embeddings_on(encoder_placement);
+        }
         let decoder = Decoder::new(decoder_sessions, &manifest, encoder.embedding_shape())?;
         Ok(Self { manifest, encoder, decoder, placement: (encoder_placement, decoder_placement) })
     }
@@ -116,4 +121,27 @@ fn static_dims(outlets: &[ort::value::Outlet], name: &str, file: &Path) -> Resul
     let outlet = outlets.iter().find(|o| o.name() == name).ok_or_else(|| contract(format!("it has no `{name}`")))?;
     let shape = outlet.dtype().tensor_shape().ok_or_else(|| contract(format!("`{name}` is not a tensor")))?;
     Ok(shape.iter().map(|&d| usize::try_from(d).ok().filter(|&d| d > 0)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The IoBinding path (embedding left on the encoder's device and fed to the decoder as it is) is the one a
+    /// shared GPU takes; with the CPU standing in as the device it must give what the plain path gives.
+    #[test]
+    fn embeddings_kept_on_the_device_decode_like_host_copies() {
+        let runtime = Runtime::load(RuntimeOptions { device: Device::Cpu, ..RuntimeOptions::default() }).unwrap();
+        let plain = SamModel::builtin(&runtime, SessionCounts::default()).unwrap();
+        let mut bound = SamModel::builtin(&runtime, SessionCounts::default()).unwrap();
+        bound.encoder.keep_embeddings_on(Placement::Cpu);
+        let image = image::RgbImage::from_fn(96, 64, |x, y| image::Rgb([(x * 2) as u8, (y * 3) as u8, 90]));
+        let (host, kept) = (plain.encoder.encode(&image).unwrap(), bound.encoder.encode(&image).unwrap());
+        assert!(host.on_device().is_none() && kept.on_device().is_some());
+        assert_eq!(host.tensor_f32(), kept.tensor_f32());
+        let prompts =
+            [Prompt { points: vec![Point { x: 40.0, y: 30.0, label: PointLabel::Foreground }], ..Prompt::default() }];
+        let (a, b) = (plain.decoder.decode(&host, &prompts).unwrap(), bound.decoder.decode(&kept, &prompts).unwrap());
+        assert_eq!((&a[0].scores, &a[0].low_res), (&b[0].scores, &b[0].low_res));
+    }
 }

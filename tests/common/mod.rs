@@ -24,11 +24,33 @@ pub fn temp_dir(label: &str) -> PathBuf {
     folder
 }
 
+/// The device the tests run the models on: `SAMSERVE_TEST_DEVICE` (`cpu` unless set; tools/gpu/check.sh runs the
+/// parity tests with `cuda`), with the library `SAMSERVE_TEST_ORT_LIB` when set (else the one `cargo build`
+/// fetched). Test-only names, so a user's own SAMSERVE_DEVICE or SAMSERVE_ORT_LIB never changes what tests check.
+pub fn test_device() -> (String, Option<String>) {
+    let device = std::env::var("SAMSERVE_TEST_DEVICE").unwrap_or_else(|_| "cpu".to_string());
+    (device, std::env::var("SAMSERVE_TEST_ORT_LIB").ok())
+}
+
+/// [`test_device`] as samserve's command-line options.
+pub fn runtime_args() -> Vec<String> {
+    let (device, library) = test_device();
+    let library = library.into_iter().flat_map(|path| ["--ort-lib".to_string(), path]);
+    ["--device".to_string(), device].into_iter().chain(library).collect()
+}
+
 pub fn runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
-        Runtime::load(RuntimeOptions { device: Device::Cpu, intra_threads: Some(1), ..RuntimeOptions::default() })
-            .unwrap_or_else(|e| panic!("{e}"))
+        let (device, library) = test_device();
+        let device: Device = device.parse().unwrap_or_else(|e| panic!("SAMSERVE_TEST_DEVICE: {e}"));
+        let options = RuntimeOptions {
+            library: library.map(PathBuf::from),
+            device,
+            intra_threads: Some(1),
+            ..RuntimeOptions::default()
+        };
+        Runtime::load(options).unwrap_or_else(|e| panic!("{e}"))
     })
 }
 

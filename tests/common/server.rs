@@ -53,9 +53,10 @@ impl Server {
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Self {
         let data_dir = super::temp_dir("data");
         let data_dir_args = ["--data-dir", data_dir.to_str().expect("UTF-8 path")];
-        let device = if args.contains(&"--device") { &[][..] } else { &["--device", "cpu"][..] };
+        // A test that picks its device also gets the library `cargo build` fetched.
+        let runtime_args = if args.contains(&"--device") { Vec::new() } else { super::runtime_args() };
         let mut child = Command::new(env!("CARGO_BIN_EXE_samserve"))
-            .args(device)
+            .args(runtime_args)
             .args(["--threads", "1", "serve", "--port", "0"])
             .args(args)
             .args(if args.contains(&"--data-dir") { &[][..] } else { &data_dir_args[..] })
