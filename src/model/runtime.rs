@@ -197,22 +197,31 @@ impl Runtime {
 fn preload_nvidia_libraries(library: &Path) {
     let Some(site_packages) = library.parent().and_then(Path::parent).and_then(Path::parent) else { return };
     let Ok(packages) = std::fs::read_dir(site_packages.join("nvidia")) else { return };
-    let mut files: Vec<PathBuf> = packages
+    let mut pending: Vec<PathBuf> = packages
         .flatten()
         .filter_map(|package| std::fs::read_dir(package.path().join("lib")).ok())
         .flat_map(|entries| entries.flatten().map(|entry| entry.path()))
-        .filter(|path| path.file_name().is_some_and(|name| name.to_string_lossy().contains(".so")))
+        .filter(|path| path.file_name().is_some_and(|name| is_cuda_provider_dependency(&name.to_string_lossy())))
         .collect();
-    // Runtime and BLAS first: the others link against them.
-    files.sort_by_key(|path| {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        (!name.starts_with("libcudart"), !name.starts_with("libcublas"), name)
-    });
-    for file in files {
-        if let Err(error) = ort::util::preload_dylib(file.as_path()) {
-            tracing::debug!(file = %file.display(), %error, "not preloaded");
+    // A library loads once the ones it links against are loaded (cuBLAS needs cuBLASLt, cuDNN's parts its graph
+    // library): retry the failures until a round loads nothing more, whatever the order.
+    loop {
+        let before = pending.len();
+        pending.retain(|file| ort::util::preload_dylib(file.as_path()).is_err());
+        if pending.is_empty() || pending.len() == before {
+            break;
         }
     }
+    for file in pending {
+        tracing::debug!(file = %file.display(), "not preloaded");
+    }
+}
+
+/// The NVIDIA libraries ONNX Runtime's CUDA provider opens (a PyTorch environment has many more).
+fn is_cuda_provider_dependency(file_name: &str) -> bool {
+    const PREFIXES: [&str; 7] =
+        ["libcudart.", "libcublas.", "libcublasLt.", "libcurand.", "libcufft.", "libcudnn", "libnvrtc"];
+    file_name.contains(".so") && PREFIXES.iter().any(|prefix| file_name.starts_with(prefix))
 }
 
 /// Where the bytes of an ONNX model come from.
@@ -236,5 +245,15 @@ mod tests {
         assert!("cuda:-1".parse::<Device>().is_err());
         assert!("tpu".parse::<Device>().unwrap_err().contains("auto, cpu, cuda or cuda:N"));
         assert_eq!(Placement::Cuda(1).to_string(), "cuda:1");
+    }
+
+    #[test]
+    fn only_the_cuda_providers_libraries_are_preloaded() {
+        for name in ["libcublasLt.so.13", "libcudnn_graph.so.9", "libnvrtc-builtins.so.13.5", "libcudart.so.13"] {
+            assert!(is_cuda_provider_dependency(name), "{name}");
+        }
+        for name in ["libnccl.so.2", "libcusparse.so.12", "libnvblas.so.13", "libcudnn.txt"] {
+            assert!(!is_cuda_provider_dependency(name), "{name}");
+        }
     }
 }

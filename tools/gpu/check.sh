@@ -10,6 +10,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-/tmp/gpu-check}
 mkdir -p "$out"
+scratch=$(mktemp -d) # what must not come back in $OUT (8 files at most)
 device=${GPU_CHECK_DEVICE:-cuda}
 carry=$PWD/gpu-carry
 unpacked=$carry/unpacked
@@ -35,7 +36,7 @@ if [ "$device" = cuda ]; then
   export PYTHONPATH=$site
   run nvidia-smi -L
 else
-  bin=$out/bin
+  bin=$scratch/bin
   mkdir -p "$bin"
   cp target/release/samserve "$bin/"
   for name in pipeline parity amg; do
@@ -55,7 +56,7 @@ for test in parity amg; do
 done
 
 step "serve --device auto says where it runs"
-"$bin/samserve" --ort-lib "$library" --device auto serve --port 0 --data-dir "$out/data" >"$out/serve.txt" 2>&1 &
+"$bin/samserve" --ort-lib "$library" --device auto serve --port 0 --data-dir "$scratch/data" >"$out/serve.txt" 2>&1 &
 server=$!
 for _ in $(seq 50); do grep -q "http://" "$out/serve.txt" && break; sleep 0.2; done
 address=$(grep -o 'http://[0-9.:]*' "$out/serve.txt" | head -1)
@@ -81,33 +82,50 @@ for on in "$device" cpu; do
   run python3 tools/gpu/bare_ort.py "${models[0]}" --device "$on" >>"$out/bare.jsonl" || failures+=("bare $on")
 done
 
+step "batch throughput: 1 and 4 images in flight (headroom that encoder batching could use)"
+mkdir -p "$scratch/batch/images"
+python3 - "$scratch/batch" "$photo" <<'PY'
+import json, shutil, sys
+from pathlib import Path
+folder, photo = Path(sys.argv[1]), sys.argv[2]
+for i in range(64):
+    shutil.copy(photo, folder / "images" / f"{i:03}.png")
+prompts = {f"{i:03}.png": [{"box": [100 + i, 80, 420, 330]}] for i in range(64)}
+(folder / "prompts.json").write_text(json.dumps(prompts))
+PY
+for workers in 1 4; do
+  started=$(date +%s.%N)
+  "$bin/samserve" --ort-lib "$library" --device "$device" batch "$scratch/batch/images" --prompts "$scratch/batch/prompts.json" \
+    --output "$scratch/batch/results.json" --workers "$workers" >>"$out/log.txt" 2>&1 || failures+=("batch --workers $workers")
+  python3 -c "import sys; print(f'| {sys.argv[1]} | {64 / (float(sys.argv[3]) - float(sys.argv[2])):.1f} |')" \
+    "$workers" "$started" "$(date +%s.%N)" >>"$out/batch.md"
+done
+
 step "report"
-python3 - "$out" "$device" <<'PY' | tee "$out/gpu-report.md"
+python3 - "$out" "$device" <<'PY' | tee "$out/gpu-report.md" || failures+=("report")
 import json, sys
 from pathlib import Path
 out, device = Path(sys.argv[1]), sys.argv[2]
-runs = [json.loads(line) for line in (out / "pipeline.jsonl").read_text().splitlines() if line.startswith("{")]
-bare = {r["providers"][0].startswith("CUDA") and "cuda" or "cpu": r for r in
-        (json.loads(line) for line in (out / "bare.jsonl").read_text().splitlines() if line.startswith("{"))}
-on = lambda r: "cpu" if r["devices"][0] == "cpu" else "cuda"
-print(f"## GPU ({device})\n")
-print("Made by `tools/gpu/pack.sh` + `tools/gpu/check.sh` on the device machine. Milliseconds, p50.\n")
-print("| model | stage | GPU | CPU | CPU / GPU |\n| --- | --- | --- | --- | --- |")
-for model in dict.fromkeys(r["model"] for r in runs):
-    gpu = next(r for r in runs if r["model"] == model and on(r) != "cpu")
-    cpu = next(r for r in runs if r["model"] == model and on(r) == "cpu")
-    for stage, times in gpu["stages"].items():
-        other = cpu["stages"][stage]["p50"]
-        print(f"| {model} | {stage} | {times['p50']:.3f} | {other:.3f} | {other / times['p50']:.2f}x |")
-fixture = next(r for r in runs if r["model"] == "amg" and on(r) != "cpu")["stages"]
-if "cuda" in bare or device == "cpu":
-    b = bare.get("cuda", bare.get("cpu"))
-    print("\nSame GPU, fixture model: samserve in process vs bare ONNX Runtime (Python, IoBinding):\n")
-    print("| | samserve | bare ORT | samserve / bare |\n| --- | --- | --- | --- |")
-    print(f"| decoder run, one click | {fixture['decoder_run']['p50']:.3f} | {b['decoder_run']['p50']:.3f} | "
-          f"{fixture['decoder_run']['p50'] / b['decoder_run']['p50']:.2f} |")
-    print(f"| encode (samserve: + preprocess) | {fixture['encode']['p50']:.3f} | {b['encoder_run']['p50']:.3f} | "
-          f"{fixture['encode']['p50'] / b['encoder_run']['p50']:.2f} |")
+lines = lambda name: [json.loads(l) for l in (out / name).read_text().splitlines() if l.startswith("{")]
+# Written in pairs: each model on the device, then on the CPU; bare ONNX Runtime likewise.
+runs, bare = lines("pipeline.jsonl"), lines("bare.jsonl")
+print(f"## GPU (`{device}`)\n")
+print("Made by `tools/gpu/pack.sh` + `tools/gpu/check.sh` on the device machine. Milliseconds, p50; placements "
+      + ", ".join(f"{r['model']}: {'/'.join(r['devices'])}" for r in runs) + ".\n")
+print(f"| model | stage | {device} | cpu | cpu / {device} |\n| --- | --- | --- | --- | --- |")
+for on_device, on_cpu in zip(runs[::2], runs[1::2]):
+    for stage, times in on_device["stages"].items():
+        other = on_cpu["stages"][stage]["p50"]
+        print(f"| {on_device['model']} | {stage} | {times['p50']:.3f} | {other:.3f} | {other / times['p50']:.2f}x |")
+ours, theirs = runs[0]["stages"], bare[0]
+print(f"\nSame device ({device}), {runs[0]['model']} model: samserve in process vs bare ONNX Runtime (Python, IoBinding):\n")
+print("| | samserve | bare ORT | samserve / bare |\n| --- | --- | --- | --- |")
+for label, mine, base in [("decoder run, one click", "decoder_run", "decoder_run"),
+                          ("encode (samserve: + preprocess)", "encode", "encoder_run")]:
+    print(f"| {label} | {ours[mine]['p50']:.3f} | {theirs[base]['p50']:.3f} | {ours[mine]['p50'] / theirs[base]['p50']:.2f} |")
+print(f"\n`samserve batch` on {device}, 64 copies of the photo, one box each:\n")
+print("| images in flight (`--workers`) | images/s |\n| --- | --- |")
+print((out / "batch.md").read_text().strip())
 print("\nDevices reported by `serve --device auto`: `" + (out / "models.json").read_text().strip() + "`")
 PY
 

@@ -45,10 +45,10 @@ mkdir -p gpu-carry
 tar -C "$stage" -cf - bin site | xz -9 -T0 | split -b "${part_mib}M" -d -a 2 - gpu-carry/part-
 parts=(gpu-carry/part-*)
 echo "Packed ${#parts[@]} parts into gpu-carry/ ($(du -sh gpu-carry | cut -f1))."
-echo "Send them back to back (a warm device machine is given back after 30 s idle), one device call each:"
-for part in "${parts[@]}"; do
+echo "Send them back to back (a warm device machine is given back after 30 s idle), one device call each; the"
+echo "call with the last part runs the check:"
+for part in "${parts[@]::${#parts[@]}-1}"; do
   echo "  run  command='ls -l gpu-carry'  carry=['$part']"
 done
-echo "then, in the same lease:"
-echo "  run  command='bash tools/gpu/check.sh'  timeout_s=540"
-echo "and paste \$OUT/gpu-report.md into BENCHMARKS.md."
+echo "  run  command='bash tools/gpu/check.sh'  carry=['${parts[-1]}']  timeout_s=540"
+echo "then give the machine back, and paste \$OUT/gpu-report.md (in files_at) into BENCHMARKS.md."
