@@ -33,8 +33,9 @@ fn resize(input: ArrayView2<f32>, output_size: ImageSize, keep: ImageSize) -> Ar
     let (input_height, input_width) = input.dim();
     let columns = taps(input_width, output_size.width, keep.width);
     let rows = taps(input_height, output_size.height, keep.height);
-    // Horizontal pass over every input row, then the vertical pass per output row.
-    let mut horizontal = Array2::<f32>::zeros((input_height, keep.width));
+    // Horizontal pass over the input rows that the kept output rows read, then the vertical pass per output row.
+    let rows_read = rows.last().map_or(0, |tap| tap.upper + 1);
+    let mut horizontal = Array2::<f32>::zeros((rows_read, keep.width));
     for (source, mut target) in input.outer_iter().zip(horizontal.outer_iter_mut()) {
         for (out, tap) in target.iter_mut().zip(&columns) {
             *out = source[tap.lower] * (1.0 - tap.weight) + source[tap.upper] * tap.weight;
