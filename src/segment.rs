@@ -170,6 +170,8 @@ pub fn segment_masks(
     }
     let decoded = model.decoder.decode(embedding, prompts)?;
     let input_size = model.encoder.input_size();
+    // Prompts in parallel (one prompt runs inline, without waking the pool); a prompt's masks one after the other:
+    // a few tens of microseconds each, less than handing them to other threads costs on busy cores.
     Ok(decoded
         .into_par_iter()
         .map(|prompt| {
@@ -177,7 +179,6 @@ pub fn segment_masks(
             // Official slicing: multimask = tokens 1..=3, single = token 0; a single-mask export has only one.
             let selected = if multimask && tokens > 1 { 1..tokens } else { 0..1 };
             let mut masks: Vec<Mask> = selected
-                .into_par_iter()
                 .map(|token| {
                     let low_res = prompt.low_res.index_axis(Axis(0), token).to_owned();
                     let at_input = upscale_to_input(low_res.view(), input_size, embedding.resized);
