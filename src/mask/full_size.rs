@@ -82,8 +82,12 @@ pub fn threshold_at_original(
         for (i, &r) in changes.iter().enumerate() {
             let end = changes.get(i + 1).map_or(rows, |&next| next);
             let (y0, y1) = (row_start[r], row_start[end]);
+            if y0 == y1 {
+                // Source rows that no output row starts from (downscaling).
+                continue;
+            }
             match cells[r * cols + c] {
-                UNDECIDED if y0 < y1 => {
+                UNDECIDED => {
                     // The horizontal pass, then the vertical one, as the resize does them.
                     let lerp = |r: usize| {
                         let row = &source[r * cols..];
