@@ -6,7 +6,8 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use image::RgbImage;
 use ndarray::Array2;
-use samserve::mask::upscale::upscale_logits;
+use samserve::mask::full_size::threshold_at_original;
+use samserve::mask::upscale::{upscale_logits, upscale_to_input};
 use samserve::mask::{self, BinaryMask, polygon, rle};
 use samserve::model::preprocess::{ImageSize, normalize_and_pad, resize_bilinear, resized_size};
 
@@ -36,6 +37,10 @@ fn kernels(c: &mut Criterion) {
     let low_res = logits();
     c.bench_function("upsample 256 -> 2304x1536", |b| {
         b.iter(|| upscale_logits(black_box(low_res.view()), 1024, resized, original))
+    });
+    let at_input = upscale_to_input(low_res.view(), 1024, resized);
+    c.bench_function("threshold + stability + runs at 2304x1536, from 1024", |b| {
+        b.iter(|| threshold_at_original(black_box(at_input.view()), original, 1.0))
     });
     let full = upscale_logits(low_res.view(), 1024, resized, original);
     c.bench_function("threshold 2304x1536", |b| b.iter(|| mask::threshold(black_box(&full))));

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::amg::{self, AmgError, AmgInput, AmgParams};
 use crate::image_input::{ImageError, ImageLimits, decode_image};
-use crate::mask::rle::{self, CocoRle};
+use crate::mask::rle::CocoRle;
 use crate::model::{ModelError, PromptError, SamModel};
 use crate::segment::{PromptSpec, segment_masks};
 
@@ -123,9 +123,9 @@ pub fn segment_file(
                 .enumerate()
                 .filter_map(|(index, masks)| masks.into_iter().next().map(|mask| (index, mask)))
                 .map(|(index, mask)| ImageAnnotation {
-                    area: mask.binary.area(),
-                    bbox: crate::mask::bbox_xywh(&mask.binary),
-                    segmentation: rle::encode(&mask.binary),
+                    area: mask.runs.area,
+                    bbox: mask.runs.bbox_xywh(),
+                    segmentation: mask.runs.rle(),
                     score: mask.score,
                     stability_score: mask.stability_score,
                     prompt_index: Some(index),

@@ -131,24 +131,24 @@ fn masks_for(
 fn instance_ious(model: &SamModel, embedding: &Embedding, truth: &BinaryMask) -> Result<[f64; 5], ModelError> {
     let first = click(deepest_point(truth).expect("instances are not empty"), PointLabel::Foreground);
     let one = masks_for(model, embedding, Prompt { points: vec![first], ..Prompt::default() }, true)?;
-    let point_top = one[0].binary.iou(truth);
-    let point_best = one.iter().map(|m| m.binary.iou(truth)).fold(0.0, f64::max);
+    let point_top = one[0].runs.binary().iou(truth);
+    let point_best = one.iter().map(|m| m.runs.binary().iou(truth)).fold(0.0, f64::max);
 
     let mut points = vec![first];
     let mut current = one[0].clone();
     for _ in 0..2 {
-        let Some(spot) = deepest_point(&xor(&current.binary, truth)) else { break };
+        let Some(spot) = deepest_point(&xor(&current.runs.binary(), truth)) else { break };
         let label = if truth.get(spot.0, spot.1) { PointLabel::Foreground } else { PointLabel::Background };
         points.push(click(spot, label));
         let prompt = Prompt { points: points.clone(), bbox: None, mask_input: Some(current.low_res.clone()) };
         current = masks_for(model, embedding, prompt, false)?.remove(0);
     }
-    let points_3 = current.binary.iou(truth);
+    let points_3 = current.runs.binary().iou(truth);
 
     let bbox = Some(tight_box(truth));
     let boxed = masks_for(model, embedding, Prompt { bbox, ..Prompt::default() }, false)?;
     let box_point = masks_for(model, embedding, Prompt { points: vec![first], bbox, mask_input: None }, false)?;
-    Ok([point_top, point_best, points_3, boxed[0].binary.iou(truth), box_point[0].binary.iou(truth)])
+    Ok([point_top, point_best, points_3, boxed[0].runs.binary().iou(truth), box_point[0].runs.binary().iou(truth)])
 }
 
 /// Evaluates `model` on the dataset; images are read from `images_dir`.

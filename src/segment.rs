@@ -9,7 +9,8 @@ use ndarray::{Array2, Axis};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::mask::upscale::upscale_logits;
+use crate::mask::full_size::{MaskRuns, threshold_at_original};
+use crate::mask::upscale::upscale_to_input;
 use crate::mask::{self, BinaryMask, rle::CocoRle};
 use crate::model::{Embedding, ModelError, Point, PointLabel, Prompt, PromptError, SamModel};
 
@@ -150,7 +151,7 @@ pub struct Mask {
     /// Predicted IoU.
     pub score: f32,
     pub stability_score: f32,
-    pub binary: BinaryMask,
+    pub runs: MaskRuns,
     pub low_res: Arc<Array2<f32>>,
 }
 
@@ -169,6 +170,8 @@ pub fn segment_masks(
     }
     let decoded = model.decoder.decode(embedding, prompts)?;
     let input_size = model.encoder.input_size();
+    // Prompts in parallel (one prompt runs inline, without waking the pool); a prompt's masks one after the other:
+    // a few tens of microseconds each, less than handing them to other threads costs on busy cores.
     Ok(decoded
         .into_par_iter()
         .map(|prompt| {
@@ -176,16 +179,12 @@ pub fn segment_masks(
             // Official slicing: multimask = tokens 1..=3, single = token 0; a single-mask export has only one.
             let selected = if multimask && tokens > 1 { 1..tokens } else { 0..1 };
             let mut masks: Vec<Mask> = selected
-                .into_par_iter()
                 .map(|token| {
                     let low_res = prompt.low_res.index_axis(Axis(0), token).to_owned();
-                    let logits = upscale_logits(low_res.view(), input_size, embedding.resized, embedding.original);
-                    Mask {
-                        score: prompt.scores[token],
-                        stability_score: mask::stability_score(&logits, STABILITY_SCORE_OFFSET),
-                        binary: mask::threshold(&logits),
-                        low_res: Arc::new(low_res),
-                    }
+                    let at_input = upscale_to_input(low_res.view(), input_size, embedding.resized);
+                    let (runs, stability_score) =
+                        threshold_at_original(at_input.view(), embedding.original, STABILITY_SCORE_OFFSET);
+                    Mask { score: prompt.scores[token], stability_score, runs, low_res: Arc::new(low_res) }
                 })
                 .collect();
             masks.sort_by(|a, b| b.score.total_cmp(&a.score));
@@ -213,15 +212,15 @@ pub fn segment(
 
 fn encode_mask(mask: Mask, outputs: &[OutputFormat]) -> MaskResult {
     let wants = |format| outputs.contains(&format);
-    let binary = &mask.binary;
+    let runs = &mask.runs;
     let low_res = &mask.low_res;
     MaskResult {
         logits_id: None,
         score: mask.score,
         stability_score: mask.stability_score,
-        area: binary.area(),
-        bbox: mask::bbox_xywh(binary),
-        encodings: Encodings::new(outputs, || mask::rle::encode(binary), || Cow::Borrowed(binary)),
+        area: runs.area,
+        bbox: runs.bbox_xywh(),
+        encodings: Encodings::new(outputs, || runs.rle(), || Cow::Owned(runs.binary())),
         logits: wants(OutputFormat::Logits).then(|| LowResLogits {
             size: [low_res.nrows(), low_res.ncols()],
             data: BASE64.encode(low_res.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()),

@@ -1,6 +1,7 @@
 //! Pure mask math: upsampling logits to the image, thresholds and scores, and the output encodings.
 
 mod encode;
+pub mod full_size;
 pub mod nms;
 pub mod polygon;
 pub mod regions;

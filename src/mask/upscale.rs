@@ -3,21 +3,20 @@
 //! separably; the first one only computes the part the crop keeps.
 
 use ndarray::{Array2, ArrayView2};
-use rayon::prelude::*;
 
 use crate::model::ImageSize;
 
 /// One output sample of a 1-D linear interpolation: the two source indices and the weight of the second.
 #[derive(Debug, Clone, Copy)]
-struct Tap {
-    lower: usize,
-    upper: usize,
-    weight: f32,
+pub(super) struct Tap {
+    pub lower: usize,
+    pub upper: usize,
+    pub weight: f32,
 }
 
 /// PyTorch's source index for align_corners=False: `max((dst + 0.5) * in / out - 0.5, 0)`, for the first `keep`
 /// of `output_len` outputs.
-fn taps(input_len: usize, output_len: usize, keep: usize) -> Vec<Tap> {
+pub(super) fn taps(input_len: usize, output_len: usize, keep: usize) -> Vec<Tap> {
     let scale = input_len as f32 / output_len as f32;
     (0..keep)
         .map(|dst| {
@@ -34,8 +33,9 @@ fn resize(input: ArrayView2<f32>, output_size: ImageSize, keep: ImageSize) -> Ar
     let (input_height, input_width) = input.dim();
     let columns = taps(input_width, output_size.width, keep.width);
     let rows = taps(input_height, output_size.height, keep.height);
-    // Horizontal pass over every input row, then the vertical pass per output row.
-    let mut horizontal = Array2::<f32>::zeros((input_height, keep.width));
+    // Horizontal pass over the input rows that the kept output rows read, then the vertical pass per output row.
+    let rows_read = rows.last().map_or(0, |tap| tap.upper + 1);
+    let mut horizontal = Array2::<f32>::zeros((rows_read, keep.width));
     for (source, mut target) in input.outer_iter().zip(horizontal.outer_iter_mut()) {
         for (out, tap) in target.iter_mut().zip(&columns) {
             *out = source[tap.lower] * (1.0 - tap.weight) + source[tap.upper] * tap.weight;
@@ -43,13 +43,13 @@ fn resize(input: ArrayView2<f32>, output_size: ImageSize, keep: ImageSize) -> Ar
     }
     let mut output = Array2::<f32>::zeros((keep.height, keep.width));
     let horizontal = horizontal.as_slice().expect("standard layout");
-    output.as_slice_mut().expect("standard layout").par_chunks_mut(keep.width).zip(&rows).for_each(|(out_row, tap)| {
+    for (out_row, tap) in output.as_slice_mut().expect("standard layout").chunks_mut(keep.width).zip(&rows) {
         let lower = &horizontal[tap.lower * keep.width..][..keep.width];
         let upper = &horizontal[tap.upper * keep.width..][..keep.width];
         for ((out, &a), &b) in out_row.iter_mut().zip(lower).zip(upper) {
             *out = a * (1.0 - tap.weight) + b * tap.weight;
         }
-    });
+    }
     output
 }
 
