@@ -168,6 +168,23 @@ fn with_no_model_options_the_built_in_model_is_served() {
 }
 
 #[test]
+fn images_one_pixel_thin_segment_like_any_other() {
+    // Their short side rounds to 0 pixels at the model's input size; it once panicked into a 500.
+    let server = Server::spawn(&[], &[]);
+    for (width, height) in [(600, 1), (1, 600)] {
+        let upload = server.upload(&synthetic_png(width, width, height));
+        let id = upload["image_id"].as_str().unwrap();
+        let (x, y) = (f64::from(width) / 2.0, f64::from(height) / 2.0);
+        let reply = server.post_json(&format!("/v1/images/{id}/segment"), &json!({"prompts": [click(x, y)]}));
+        assert_eq!(reply.status, 200, "{width}x{height}: {}", String::from_utf8_lossy(&reply.body));
+        let mask = decode_rle(&reply.json()["results"][0]["masks"][0]["rle"]);
+        assert_eq!((mask.width, mask.height), (width as usize, height as usize));
+        let everything = server.post_json(&format!("/v1/images/{id}/everything"), &json!({"points_per_side": 4}));
+        assert_eq!(everything.status, 200, "{}", String::from_utf8_lossy(&everything.body));
+    }
+}
+
+#[test]
 fn concurrent_uploads_of_one_image_run_the_encoder_once() {
     let server = Arc::new(Server::start(&[]));
     let image = Arc::new(synthetic_png(7, 900, 700));

@@ -18,10 +18,12 @@ impl ImageSize {
     }
 }
 
-/// ResizeLongestSide.get_preprocess_shape: scale so the longest side is `target`, each side rounded half up.
+/// ResizeLongestSide.get_preprocess_shape: scale so the longest side is `target`, each side rounded half up. A
+/// side that would round to 0 (an image over 2 x `target` times longer than wide, where the official code fails)
+/// is kept at 1 pixel, so that such images segment instead of breaking the resize.
 pub fn resized_size(original: ImageSize, target: usize) -> ImageSize {
     let scale = target as f64 / original.height.max(original.width) as f64;
-    let round = |side: usize| (side as f64 * scale + 0.5) as usize;
+    let round = |side: usize| ((side as f64 * scale + 0.5) as usize).max(1);
     ImageSize::new(round(original.height), round(original.width))
 }
 
@@ -63,6 +65,7 @@ mod tests {
         assert_eq!(resized_size(ImageSize::new(1, 3), 1024), ImageSize::new(341, 1024));
         assert_eq!(resized_size(ImageSize::new(2, 3), 1024), ImageSize::new(683, 1024));
         assert_eq!(resized_size(ImageSize::new(1024, 1024), 1024), ImageSize::new(1024, 1024));
+        assert_eq!(resized_size(ImageSize::new(1, 600), 256), ImageSize::new(1, 256));
     }
 
     #[test]
