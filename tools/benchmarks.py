@@ -206,7 +206,7 @@ def photo_variants(count, seed=0):
         yield buffer.getvalue()
 
 
-def http_side(server, seconds):
+def http_side(server, seconds, bench_model):
     photo = PHOTO.read_bytes()
     image_id = server.post("/v1/images", photo, "image/png")["image_id"]
     width, height = Image.open(PHOTO).size
@@ -216,7 +216,10 @@ def http_side(server, seconds):
     # Uploads that each run the encoder (distinct bytes), one at a time on a kept-alive connection, as a client sees
     # them. They are the same kind of bytes as the photo that the bare side decodes: like for like. Made before the
     # timing: encoding PNGs in between slowed the server's next encoder run by a fifth (caches, cores).
-    pngs = list(photo_variants(25, seed=1))
+    pngs = list(photo_variants(60, seed=1))
+    # The bare side of this comparison again, right before the uploads (the server idle): the two minutes between
+    # the in-process run and this point moved either side by up to a tenth.
+    results["bare_decode_and_encode"] = bare(bench_model, "--only", "decode_and_encode")["stages"]["decode_and_encode"]
     address = urlparse(server.base)
     connection = http.client.HTTPConnection(address.hostname, address.port)
     times = []
@@ -276,7 +279,7 @@ def ratio(baseline, ours):
     return f"{baseline / ours:.2f}x" if ours else "n/a"
 
 
-def report(results, seconds):
+def report(results, seconds, before=None):
     lines = ["# samserve benchmarks", "",
              "Made by `python tools/benchmarks.py` (one run, everything side by side on the same machine). "
              "Times in milliseconds. A ratio is the baseline's time over samserve's (above 1: samserve is faster) "
@@ -285,6 +288,7 @@ def report(results, seconds):
              f"{seconds} s per point.", ""]
     for name, model in results["models"].items():
         stages, http, official_side = model["bare"]["stages"], model["http"], model["official"]
+        bare_upload = http.get("bare_decode_and_encode", stages["decode_and_encode"])
         lines += [f"## {name}", "",
                   "### 1. One click (single mask as RLE, cached embedding)", "",
                   "| | p50 | p99 |", "| --- | --- | --- |",
@@ -299,12 +303,12 @@ def report(results, seconds):
                   "### 2. Encode (image bytes to cached embedding)", "",
                   "| | p50 | p99 |", "| --- | --- | --- |",
                   f"| upload over HTTP (distinct re-encodes of the photo, sequential) | {http['upload_encode']['p50']:.2f} | {http['upload_encode']['p99']:.2f} |",
-                  f"| in process: decode + preprocess + encoder | {stages['decode_and_encode']['p50']:.2f} | {stages['decode_and_encode']['p99']:.2f} |",
+                  f"| in process: decode + preprocess + encoder (just before the uploads) | {bare_upload['p50']:.2f} | {bare_upload['p99']:.2f} |",
                   f"| in process: preprocess + encoder | {stages['encode']['p50']:.2f} | {stages['encode']['p99']:.2f} |",
                   f"| official set_image (preprocess + encoder) | {official_side['set_image']['p50']:.2f} | {official_side['set_image']['p99']:.2f} |",
                   "",
                   f"Throughput of HTTP uploads relative to the bare in-process path: "
-                  f"{stages['decode_and_encode']['p50'] / http['upload_encode']['p50']:.2f}x; "
+                  f"{bare_upload['p50'] / http['upload_encode']['p50']:.2f}x; "
                   f"official set_image / samserve encode: {ratio(official_side['set_image']['p50'], stages['encode']['p50'])}.", ""]
         if "everything" in official_side:
             lines += ["### 3. Segment everything", "",
@@ -335,14 +339,60 @@ def report(results, seconds):
                       f"{m['after_mb']:.0f} MB after 1000 distinct uploads (--cache-mb 512; {m['entries']:.0f} "
                       f"embeddings cached, {m['cache_mb']:.0f} MB): {m['after_mb'] - m['idle_mb'] - m['cache_mb']:.0f} MB "
                       "above the idle process plus the cache.", ""]
+    if before:
+        lines += before_and_after(before, results)
     return "\n".join(lines)
+
+
+def key_measures(model):
+    """The measures the speed targets are about, for the before/after table (None where a run lacks one)."""
+    stages, http, official_side = model["bare"]["stages"], model["http"], model["official"]
+    measures = {
+        "one click over HTTP, p50 (ms)": http["prompt"]["p50"],
+        "HTTP / bare decoder run (target <= 1.25)": http["prompt"]["p50"] / stages["decoder_run"]["p50"],
+        "official predict / HTTP (target >= 2)": official_side["predict_click_rle"]["p50"] / http["prompt"]["p50"],
+        "upload throughput / bare decode + encode (target >= 0.9)":
+            http.get("bare_decode_and_encode", stages["decode_and_encode"])["p50"] / http["upload_encode"]["p50"],
+        "64 connections: requests/s": http["sweep"]["64"]["rps"],
+    }
+    if "everything" in official_side:
+        measures["everything, official / samserve (target >= 3)"] = (
+            official_side["everything"]["p50"] / stages["everything"]["p50"])
+        measures["everything with crops, official / samserve"] = (
+            official_side["everything_crops"]["p50"] / stages["everything_crops"]["p50"])
+    return measures
+
+
+def before_and_after(before, after):
+    lines = ["## Before and after", "",
+             "This run against the previous one (the BENCHMARKS.json this run replaced, or `--before`). Two runs are "
+             "further apart in time than the sides of one run, so compare the ratios rather than the times.", ""]
+    for name, model in after["models"].items():
+        if name not in before["models"]:
+            continue
+        old, new = key_measures(before["models"][name]), key_measures(model)
+        lines += [f"### {name}", "", "| measure | before | after |", "| --- | --- | --- |"]
+        lines += [f"| {measure} | {old[measure]:.2f} | {value:.2f} |" for measure, value in new.items() if measure in old]
+        lines.append("")
+    return lines
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--before", help="results to compare with (default: the JSON beside --out, from the last run)")
+    parser.add_argument("--render-only", action="store_true",
+                        help="measure nothing: write the report again from the JSON beside --out")
     args = parser.parse_args()
+    out_json = Path(args.out).with_suffix(".json")
+    before_path = Path(args.before) if args.before else out_json
+    before = json.loads(before_path.read_text()) if before_path.exists() else None
+    if args.render_only:
+        results = json.loads(out_json.read_text())
+        Path(args.out).write_text(report(results, results.get("seconds", args.seconds), before) + "\n")
+        print(f"wrote {args.out}")
+        return
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     fixture_dir = FIXTURES / "models" / "amg"
     weights = fixture_dir / "weights.pt"
@@ -351,18 +401,20 @@ def main():
             (["--model-dir", str(fixture_dir)], str(fixture_dir), SAMSERVE_S_CONFIG, weights),
         "samserve-s, the built-in model": (["--models", "/nonexistent"], "builtin", SAMSERVE_S_CONFIG, None),
     }
-    results = {"machine": machine(), "models": {}}
+    results = {"machine": machine(), "seconds": args.seconds, "models": {}}
     for name, (server_args, bench_model, config, model_weights) in models.items():
         print(f"{name}: in process", flush=True)
         entry = {"bare": bare(bench_model)}
         if model_weights:
             entry["large"] = bare(bench_model, "--image", str(LARGE), "--only", "everything")
-        print(f"{name}: official", flush=True)
-        entry["official"] = official(config, model_weights)
+        # HTTP before the official side: right after the official generator's gigabytes of full-size masks, the
+        # first wrk run measured one click 1.3x slower than the same run on a settled machine.
         print(f"{name}: HTTP", flush=True)
         server = Server(server_args)
-        entry["http"] = http_side(server, args.seconds)
+        entry["http"] = http_side(server, args.seconds, bench_model)
         server.close()
+        print(f"{name}: official", flush=True)
+        entry["official"] = official(config, model_weights)
         if model_weights:
             files = sorted((FIXTURES / "images").glob("*.[pj][np]g"))
             files = [f for f in files if f.name != "rgb16.png"] * 3
@@ -377,8 +429,9 @@ def main():
             print(f"{name}: memory", flush=True)
             entry["memory"] = memory(server_args)
         results["models"][name] = entry
-    Path(args.out).write_text(report(results, args.seconds) + "\n")
-    (Path(args.out).with_suffix(".json")).write_text(json.dumps(results, indent=1, default=str))
+    results = json.loads(json.dumps(results, default=str))  # as it will be read back (string keys)
+    Path(args.out).write_text(report(results, args.seconds, before) + "\n")
+    out_json.write_text(json.dumps(results, indent=1))
     print(f"wrote {args.out}")
 
 
