@@ -84,9 +84,7 @@ impl SamModel {
         let mut encoder = Encoder::new(encoder_sessions, &manifest)?;
         let (decoder_sessions, decoder_placement) =
             open_sessions(runtime, decoder, Network::Decoder, &manifest.decoder, sessions.decoder)?;
-        if let (Placement::Cuda(a), Placement::Cuda(b)) = (encoder_placement, decoder_placement)
-            && a == b
-        {
+        if matches!(encoder_placement, Placement::Cuda(_)) && encoder_placement == decoder_placement {
             encoder.keep_embeddings_on(encoder_placement);
         }
         let decoder = Decoder::new(decoder_sessions, &manifest, encoder.embedding_shape())?;
