@@ -18,9 +18,10 @@ use ndarray::Axis;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::mask::full_size::threshold_at_original;
 use crate::mask::nms::{BoxXyxy, nms};
 use crate::mask::regions::{RegionKind, remove_small_regions};
-use crate::mask::upscale::{input_to_original, upscale_to_input};
+use crate::mask::upscale::upscale_to_input;
 use crate::mask::{self, BinaryMask, rle};
 use crate::model::{Embedding, ImageSize, ModelError, Point, PointLabel, Prompt, SamModel};
 pub use grid::CropBox;
@@ -286,17 +287,15 @@ fn process_batch(
             {
                 return None;
             }
-            let logits = input_to_original(at_input.view(), embedding.original);
-            let stability_score = mask::stability_score(&logits, offset);
+            let (runs, stability_score) = threshold_at_original(at_input.view(), embedding.original, offset);
             if filters_stability && stability_score < params.stability_score_thresh {
                 return None;
             }
-            let binary = mask::threshold(&logits);
-            let extent = extent_in_image(&binary, crop);
+            let extent = extent_in_image(runs.extent, crop);
             if is_near_crop_edge(&extent, crop, image_size) {
                 return None;
             }
-            let uncropped = uncrop(binary, crop, image_size);
+            let uncropped = uncrop(runs.binary(), crop, image_size);
             Some(GeneratedMask {
                 area: uncropped.area(),
                 counts: rle::run_lengths(&uncropped),
@@ -313,8 +312,8 @@ fn process_batch(
 
 /// The mask's extent moved from the crop's frame to the image's (an empty mask keeps [0, 0, 0, 0] + the offset, as
 /// `uncrop_boxes_xyxy` does).
-fn extent_in_image(mask: &BinaryMask, crop: CropBox) -> [f32; 4] {
-    let [x0, y0, x1, y1] = mask::extent_xyxy(mask).unwrap_or([0; 4]);
+fn extent_in_image(extent: Option<[usize; 4]>, crop: CropBox) -> [f32; 4] {
+    let [x0, y0, x1, y1] = extent.unwrap_or([0; 4]);
     [(x0 + crop.x0) as f32, (y0 + crop.y0) as f32, (x1 + crop.x0) as f32, (y1 + crop.y0) as f32]
 }
 
