@@ -30,18 +30,22 @@ CONFIG = SamConfig(
     decoder_num_heads=4,
     iou_head_hidden_dim=128,
 )
+# Per step: 4 scenes, up to 8 instances each, a first prompt and one corrective round. A 12-minute comparison on one
+# core left the empty-mask plateau twice as early with this recipe as with the fixtures' (4 instances, 3 rounds,
+# learning rate 1e-3), and 3e-3 never left it.
+RECIPE = dict(batch_size=4, max_instances=8, rounds=2, lr=5e-4)
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=7000)
+    parser.add_argument("--steps", type=int, default=10000)
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "models" / "samserve-s"))
     parser.add_argument("--checkpoint", default=None, help="where to save the PyTorch weights (optional)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     started = time.time()
     sam = build_sam(CONFIG, seed=SEED)
-    train(sam, args.steps, seed=SEED, log_every=100)
+    train(sam, args.steps, seed=SEED, log_every=100, **RECIPE)
     minutes = (time.time() - started) / 60
     print(f"trained {args.steps} steps in {minutes:.1f} min", flush=True)
     if args.checkpoint:
