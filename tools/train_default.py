@@ -2,7 +2,7 @@
 
 python tools/train_default.py [--steps N] [--out models/samserve-s] [--checkpoint PATH]
 
-Seeded and reproducible on a given machine and PyTorch version; about 0.5 s per step on 2 CPU cores.
+Seeded and reproducible on a given machine and PyTorch version: 10000 steps in about 70 minutes on 2 CPU cores.
 """
 
 import argparse
