@@ -7,6 +7,7 @@ multimask outputs for a single point, on the single-mask token otherwise, plus M
 """
 
 import time
+from collections import deque
 
 import numpy as np
 import torch
@@ -86,7 +87,7 @@ def train(sam, steps, seed, batch_size=4, max_instances=4, rounds=3, lr=1e-3, lo
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.05)
     low_res = 4 * sam.prompt_encoder.image_embedding_size[0]
     start = time.time()
-    recent = []
+    recent = deque(maxlen=log_every)  # losses of the last steps, averaged in the log
     for step in range(steps):
         images, targets = _scene_batch(rng, sam, batch_size, max_instances)
         embeddings = sam.image_encoder(images)
@@ -131,7 +132,7 @@ def train(sam, steps, seed, batch_size=4, max_instances=4, rounds=3, lr=1e-3, lo
         torch.nn.utils.clip_grad_norm_(sam.parameters(), 1.0)
         optimizer.step()
         schedule.step()
-        recent = (recent + [loss.item()])[-log_every:]
+        recent.append(loss.item())
         if step % log_every == 0 or step == steps - 1:
             print(f"step {step:5d}  loss {np.mean(recent):.4f}  {time.time() - start:6.0f}s", flush=True)
     sam.eval()
