@@ -18,7 +18,7 @@ use ndarray::Axis;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::mask::full_size::threshold_at_original;
+use crate::mask::full_size::{MaskRuns, threshold_at_original};
 use crate::mask::nms::{BoxXyxy, nms};
 use crate::mask::regions::{RegionKind, remove_small_regions};
 use crate::mask::upscale::upscale_to_input;
@@ -295,10 +295,10 @@ fn process_batch(
             if is_near_crop_edge(&extent, crop, image_size) {
                 return None;
             }
-            let uncropped = uncrop(runs.binary(), crop, image_size);
+            let (counts, area) = runs_in_image(runs, crop, image_size);
             Some(GeneratedMask {
-                area: uncropped.area(),
-                counts: rle::run_lengths(&uncropped),
+                area,
+                counts,
                 size: image_size,
                 extent,
                 predicted_iou: decoded[p].scores[t],
@@ -326,11 +326,16 @@ fn is_near_crop_edge(extent: &[f32; 4], crop: CropBox, image: ImageSize) -> bool
     })
 }
 
+/// The crop's mask as run lengths in the image's frame, and its area. A whole-image crop's runs already are.
+fn runs_in_image(runs: MaskRuns, crop: CropBox, image: ImageSize) -> (Vec<u64>, u64) {
+    if crop.is_whole(image) {
+        return (runs.counts, runs.area);
+    }
+    (rle::run_lengths(&uncrop(runs.binary(), crop, image)), runs.area)
+}
+
 /// The crop's mask placed in an image-sized mask.
 fn uncrop(mask: BinaryMask, crop: CropBox, image: ImageSize) -> BinaryMask {
-    if crop.is_whole(image) {
-        return mask;
-    }
     let mut full = BinaryMask { width: image.width, height: image.height, data: vec![0; image.width * image.height] };
     for (y, row) in mask.data.chunks_exact(mask.width).enumerate() {
         let start = (y + crop.y0) * image.width + crop.x0;
