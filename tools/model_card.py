@@ -15,16 +15,18 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pycocotools import mask as coco_mask
 from scipy.ndimage import distance_transform_edt
 from torch.utils.flop_counter import FlopCounterMode
 
 from export_onnx import LeanSamOnnxModel
+from make_coco_fixtures import instance_masks
 from sam_tiny import build_sam
 from train_default import CONFIG, RECIPE, SEED
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDER = ROOT / "models" / "samserve-s"
+# The decoder's low-res logits: 4x the image embedding's side.
+LOW_RES_GRID = 4 * (CONFIG.image_size // CONFIG.patch_size)
 
 
 def flops():
@@ -53,40 +55,33 @@ def flops():
     return encoder, decoder, encoder_params, decoder_params
 
 
-def instances(annotations):
-    """(height, width, RLE) of every instance of a COCO annotation file, polygons converted to RLE."""
-    coco = json.loads(Path(annotations).read_text())
-    sizes = {image["id"]: (image["height"], image["width"]) for image in coco["images"]}
-    for annotation in coco["annotations"]:
-        height, width = sizes[annotation["image_id"]]
-        rle = annotation["segmentation"]
-        if isinstance(rle, list):
-            rle = coco_mask.merge(coco_mask.frPyObjects(rle, height, width))
-        yield height, width, rle
+def instance_masks_in(annotations):
+    """Every instance mask of a COCO annotation file, decoded as `samserve eval` reads them (crowds skipped)."""
+    by_image = instance_masks(json.loads(Path(annotations).read_text()))
+    return [mask for masks in by_image.values() for mask in masks]
 
 
-def fill_box_miou(annotations):
+def fill_box_miou(masks):
     """mIoU of filling each instance's tight box: what a model that ignores the image gets from a box prompt."""
     ious = []
-    for _, _, rle in instances(annotations):
-        _, _, w, h = coco_mask.toBbox(rle)
-        ious.append(float(coco_mask.area(rle)) / (round(w) * round(h)))
-    return sum(ious) / len(ious)
+    for mask in masks:
+        ys, xs = np.nonzero(mask)
+        ious.append(mask.sum() / ((xs.max() - xs.min() + 1) * (ys.max() - ys.min() + 1)))
+    return float(np.mean(ious))
 
 
-def resolution_cap(annotations):
+def resolution_cap(masks):
     """mIoU of ideal low-res logits: the signed distance to each instance's edge, sampled at the centres of the
-    decoder's low-res grid (4x the embedding) and upsampled as SAM's postprocess does. No model whose logits live on
-    that grid can do better."""
+    decoder's low-res grid and upsampled as SAM's postprocess does. No model whose logits live on that grid can do
+    better."""
     size = CONFIG.image_size
-    grid = 4 * (size // CONFIG.patch_size)
     ious = []
-    for height, width, rle in instances(annotations):
-        truth = coco_mask.decode(rle).astype(bool)
+    for truth in masks:
+        height, width = truth.shape
         distance = np.where(truth, distance_transform_edt(truth), -distance_transform_edt(~truth)).astype(np.float32)
         scale = size / max(height, width)
         # Cell centres of the low-res grid, in the original image's pixels; cells over the padding are background.
-        centres = (np.arange(grid) + 0.5) * (size / grid) / scale - 0.5
+        centres = (np.arange(LOW_RES_GRID) + 0.5) * (size / LOW_RES_GRID) / scale - 0.5
         rows = np.clip(np.round(centres), 0, height - 1).astype(int)
         cols = np.clip(np.round(centres), 0, width - 1).astype(int)
         logits = torch.from_numpy(distance[rows][:, cols].copy())
@@ -130,9 +125,9 @@ def main():
     config_rows = "\n".join(f"| `{k}` | {v} |" for k, v in CONFIG.to_dict().items())
     file_rows = "\n".join(f"| `{name}` | {size / 1e6:.2f} MB |" for name, size in files.items())
     minutes = f"{training['minutes']:.0f} minutes" if training["minutes"] else "(see the log)"
-    grid = 4 * (CONFIG.image_size // CONFIG.patch_size)
-    fill_a, fill_b = fill_box_miou(args.coco), fill_box_miou(args.coco_large)
-    cap_a, cap_b = resolution_cap(args.coco), resolution_cap(args.coco_large)
+    masks_a, masks_b = instance_masks_in(args.coco), instance_masks_in(args.coco_large)
+    fill_a, fill_b = fill_box_miou(masks_a), fill_box_miou(masks_b)
+    cap_a, cap_b = resolution_cap(masks_a), resolution_cap(masks_b)
     targets = {"point_top": 0.75, "point_best_of_3": 0.85, "points_3": 0.88, "box": 0.90}
     missed = [name for name, target in targets.items() if m[name] < target]
     met = len(targets) - len(missed)
@@ -190,11 +185,11 @@ instances); B, {args.heldout_large} ({large['images']} images, {large['instances
 | box | {m['box']:.3f} | {n['box']:.3f} | 0.90 |
 | box + point | {m['box_point']:.3f} | {n['box_point']:.3f} | |
 | (no model: fill the tight box) | {fill_a:.3f} | {fill_b:.3f} | |
-| (no model: ideal logits on the {grid}x{grid} low-res grid) | {cap_a:.3f} | {cap_b:.3f} | |
+| (no model: ideal logits on the {LOW_RES_GRID}x{LOW_RES_GRID} low-res grid) | {cap_a:.3f} | {cap_b:.3f} | |
 
 {verdict} The gap is the training ({minutes} on 2 CPU cores, from scratch), not the export or the Rust pipeline,
 whose parity with the official code is tested separately. The last row is the best any model with this decoder's
-{grid}x{grid} low-res logits can do: the signed distance to the true edge on that grid, through SAM's own upsampling. On set
+{LOW_RES_GRID}x{LOW_RES_GRID} low-res logits can do: the signed distance to the true edge on that grid, through SAM's own upsampling. On set
 A, whose instances go down to 0.2% of the image, it is {"below" if cap_a < 0.90 else "above"} the box target.
 
 ## On photos
