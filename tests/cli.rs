@@ -240,3 +240,18 @@ fn device_cuda_without_a_cuda_library_fails_with_what_to_do() {
     let bad = stderr_of(&samserve(&["--device", "cuda:one", "segment", path_str(&image), "--out", "/dev/null"]));
     assert!(bad.contains("auto, cpu, cuda or cuda:N"), "{bad}");
 }
+
+#[test]
+fn serve_refuses_zero_workers_and_sessions_before_starting() {
+    for option in ["--encoder-sessions", "--decoder-sessions", "--job-workers"] {
+        let stderr = stderr_of(&samserve(&["serve", "--port", "0", option, "0"]));
+        assert!(stderr.contains(option) && stderr.contains("must be at least 1"), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    // actix-web takes 1 to 512 HTTP workers and panics outside.
+    for workers in ["0", "513"] {
+        let stderr = stderr_of(&samserve(&["serve", "--port", "0", "--workers", workers]));
+        assert!(stderr.contains("--workers") && stderr.contains("1..=512"), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}

@@ -1,4 +1,4 @@
-"""Export a `Sam` model to a samserve model folder (see shared API.md, "Model folder").
+"""Export a `Sam` model to a samserve model folder (docs/models.md, "Model folders").
 
 - encoder.onnx: `sam.image_encoder`, input `image` [1, 3, S, S] (normalized, zero-padded), output `image_embeddings`.
 - decoder.onnx: the official contract, exactly as segment-anything's `scripts/export_onnx_model.py` writes it

@@ -173,7 +173,7 @@ AdamW, one-cycle learning rate up to {RECIPE['lr']:g}.
 
 ## Evaluation
 
-`samserve eval` (the Rust pipeline, SAM-style simulated clicks; see the samserve README) on held-out synthetic
+`samserve eval` (the Rust pipeline, SAM-style simulated clicks; see docs/cli.md) on held-out synthetic
 sets (seeds the training never drew): A, {args.heldout} ({report['images']} images, {report['instances']}
 instances); B, {args.heldout_large} ({large['images']} images, {large['instances']} instances).
 

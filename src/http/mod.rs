@@ -1,4 +1,4 @@
-//! The HTTP service (shared/API.md): actix-web, one module per route group, one error type.
+//! The HTTP service (docs/api.md): actix-web, one module per route group, one error type.
 
 mod body;
 mod error;
@@ -61,13 +61,13 @@ pub struct ServeOptions {
     #[arg(long, env = "SAMSERVE_LOGITS_CACHE_MB", default_value_t = 128)]
     pub logits_cache_mb: usize,
     /// Encoder runs in flight at once (one ONNX Runtime encoder session per model each).
-    #[arg(long, env = "SAMSERVE_ENCODER_SESSIONS", default_value_t = 1)]
+    #[arg(long, env = "SAMSERVE_ENCODER_SESSIONS", default_value_t = 1, value_parser = at_least_one)]
     pub encoder_sessions: usize,
     /// Uploads that may wait for the encoder; more are refused at once with 503 and Retry-After.
     #[arg(long, env = "SAMSERVE_ENCODER_QUEUE", default_value_t = 32)]
     pub encoder_queue: usize,
     /// Decoder sessions per model: segment requests decoded at once.
-    #[arg(long, env = "SAMSERVE_DECODER_SESSIONS", default_value_t = 2)]
+    #[arg(long, env = "SAMSERVE_DECODER_SESSIONS", default_value_t = 2, value_parser = at_least_one)]
     pub decoder_sessions: usize,
     /// Largest request body (an image upload), in MiB.
     #[arg(long, env = "SAMSERVE_MAX_BODY_MB", default_value_t = 50)]
@@ -84,14 +84,14 @@ pub struct ServeOptions {
     /// Time limit of one request, in seconds (then 503 with Retry-After; accepted encodes still finish and are cached).
     #[arg(long, env = "SAMSERVE_REQUEST_TIMEOUT_S", default_value_t = 60.0)]
     pub request_timeout_s: f64,
-    /// HTTP worker threads (default: one per CPU core). Model work runs on its own threads.
-    #[arg(long, env = "SAMSERVE_WORKERS")]
+    /// HTTP worker threads, 1 to 512 (default: one per CPU core). Model work runs on its own threads.
+    #[arg(long, env = "SAMSERVE_WORKERS", value_parser = http_workers())]
     pub workers: Option<usize>,
     /// Where batch jobs keep their state (SQLite) and uploaded images.
     #[arg(long, env = "SAMSERVE_DATA_DIR", default_value = "samserve-data")]
     pub data_dir: PathBuf,
     /// Job images processed at once.
-    #[arg(long, env = "SAMSERVE_JOB_WORKERS", default_value_t = 1)]
+    #[arg(long, env = "SAMSERVE_JOB_WORKERS", default_value_t = 1, value_parser = at_least_one)]
     pub job_workers: usize,
     /// Hours that an ended job and its results are kept.
     #[arg(long, env = "SAMSERVE_JOB_RETENTION_HOURS", default_value_t = 168.0)]
@@ -102,9 +102,23 @@ pub struct ServeOptions {
     /// Most images in one job.
     #[arg(long, env = "SAMSERVE_MAX_JOB_IMAGES", default_value_t = 10_000)]
     pub max_job_images: usize,
-    /// Seconds that in-flight requests get to finish after SIGTERM or Ctrl-C.
+    /// Seconds that in-flight requests get to finish after SIGTERM (Ctrl-C stops at once).
     #[arg(long, env = "SAMSERVE_SHUTDOWN_TIMEOUT_S", default_value_t = 30)]
     pub shutdown_timeout_s: u64,
+}
+
+/// actix-web takes 1 to 512 HTTP workers (and panics outside).
+fn http_workers() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..=512)
+}
+
+/// A count that must be positive: no sessions or workers at all would leave requests waiting forever.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(count) => Ok(count),
+        Err(error) => Err(error.to_string()),
+    }
 }
 
 /// Limits the handlers apply.

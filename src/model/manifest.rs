@@ -1,4 +1,4 @@
-//! `model.toml`: what a model folder holds (see shared API.md, "Model folder").
+//! `model.toml`: what a model folder holds (docs/models.md, "Model folders").
 
 use std::path::{Path, PathBuf};
 

@@ -13,6 +13,21 @@ pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures")
 }
 
+/// The Rust files under `path` (or `path` itself when it is a file), recursively.
+pub fn rust_files(path: &std::path::Path) -> Vec<PathBuf> {
+    if path.is_file() {
+        return vec![path.to_path_buf()];
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(path).unwrap() {
+        let entry = entry.unwrap().path();
+        if entry.is_dir() || entry.extension().is_some_and(|e| e == "rs") {
+            files.extend(rust_files(&entry));
+        }
+    }
+    files
+}
+
 /// A new empty folder under the system's temporary folder, unique to this process and call.
 pub fn temp_dir(label: &str) -> PathBuf {
     use std::sync::atomic::{AtomicUsize, Ordering};
