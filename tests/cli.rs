@@ -25,9 +25,13 @@ fn out_file(name: &str) -> PathBuf {
     dir.join(name)
 }
 
-/// The first parity case of `name` for `image`: (prompt JSON, official best mask).
+/// The first case of `name` for `image` in `parity.json`: (prompt JSON, official best mask).
 fn parity_case(image: &str, name: &str) -> (serde_json::Value, samserve::mask::BinaryMask) {
-    let fixtures = common::read_json("parity.json");
+    parity_case_in("parity.json", image, name)
+}
+
+fn parity_case_in(fixture_file: &str, image: &str, name: &str) -> (serde_json::Value, samserve::mask::BinaryMask) {
+    let fixtures = common::read_json(fixture_file);
     let case = fixtures["cases"].as_array().unwrap().iter().find(|c| c["image"] == image && c["name"] == name).unwrap();
     let best = case["masks"]
         .as_array()
@@ -87,6 +91,19 @@ fn segment_json_has_the_api_result_shape() {
     }
     let best: rle::CocoRle = serde_json::from_value(masks[0]["rle"].clone()).unwrap();
     assert!(rle::decode(&best).unwrap().iou(&official) >= 0.99);
+}
+
+#[test]
+fn segment_takes_a_folder_of_samexporter_files_without_model_toml() {
+    let (prompt, official) = parity_case_in("parity_samexporter.json", "gray.png", "box");
+    let bbox = prompt["box"].as_array().unwrap().iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",");
+    let out = out_file("cli-samexporter.png");
+    segment_fixture("samexporter-hwc", "gray.png", &["--box", &bbox], &out);
+    let png = image::open(&out).unwrap().to_luma8();
+    let mask = samserve::mask::BinaryMask::from_fn(png.width() as usize, png.height() as usize, |x, y| {
+        png.get_pixel(x as u32, y as u32).0[0] == 255
+    });
+    assert!(mask.iou(&official) >= 0.99, "IoU {}", mask.iou(&official));
 }
 
 #[test]

@@ -168,6 +168,40 @@ fn with_no_model_options_the_built_in_model_is_served() {
 }
 
 #[test]
+fn a_folder_of_samexporter_files_is_served_as_published() {
+    let folder = common::fixtures().join("models/samexporter-hwc");
+    let server = Server::spawn(&["--model-dir", folder.to_str().unwrap()], &[]);
+    let model = &server.get("/v1/models").json()["models"][0];
+    assert_eq!((model["name"].as_str(), model["encoder_input"].as_str()), (Some("samexporter-hwc"), Some("rgb_hwc")));
+    let fixtures = common::read_json("parity_samexporter.json");
+    let cases = fixtures["cases"].as_array().unwrap();
+    let id = server.upload(&fixture_image("landscape.png"))["image_id"].as_str().unwrap().to_string();
+    for case in cases.iter().filter(|c| c["image"] == "landscape.png" && c["prompt"].get("refine_from").is_none()) {
+        let body = json!({"prompts": [case["prompt"]], "multimask": case["multimask"]});
+        let answer = server.post_json(&format!("/v1/images/{id}/segment"), &body).json();
+        let best = case["masks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .max_by(|a, b| a["score"].as_f64().partial_cmp(&b["score"].as_f64()).unwrap())
+            .unwrap();
+        let official: CocoRle =
+            serde_json::from_value(json!({"size": best["size"], "counts": best["counts"]})).unwrap();
+        let iou = decode_rle(&answer["results"][0]["masks"][0]["rle"]).iou(&rle::decode(&official).unwrap());
+        assert!(iou >= 0.99, "{}: IoU {iou} with SamPredictor's mask", case["name"]);
+    }
+}
+
+#[test]
+fn models_folders_without_model_toml_are_found_in_the_models_directory() {
+    let models = common::fixtures().join("models");
+    let server = Server::spawn(&["--models", models.to_str().unwrap()], &[]);
+    let listed = server.get("/v1/models").json();
+    let names: Vec<&str> = listed["models"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["amg", "samexporter-hwc", "samserve-s", "tiny", "tiny-lean"]);
+}
+
+#[test]
 fn images_one_pixel_thin_segment_like_any_other() {
     // Their short side rounds to 0 pixels at the model's input size; it once panicked into a 500.
     let server = Server::spawn(&[], &[]);

@@ -70,3 +70,58 @@ fn files_that_break_the_contract_are_named() {
         SamModel::load(&folder_with("wrong-size", &wrong_size), runtime, SessionCounts::default()).err().unwrap();
     assert!(error.to_string().contains("image_size"), "{error}");
 }
+
+/// A fresh folder holding copies of `files` (fixture paths below tests/fixtures/models, or raw bytes) under new names.
+fn folder_of(name: &str, files: &[(&str, &[u8])]) -> PathBuf {
+    let folder = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("detected-folders").join(name);
+    let _ = std::fs::remove_dir_all(&folder);
+    std::fs::create_dir_all(&folder).unwrap();
+    for (file, bytes) in files {
+        std::fs::write(folder.join(file), bytes).unwrap();
+    }
+    folder
+}
+
+fn fixture_bytes(path: &str) -> Vec<u8> {
+    std::fs::read(common::fixtures().join("models").join(path)).unwrap()
+}
+
+#[test]
+fn a_folder_without_model_toml_finds_its_encoder_and_decoder() {
+    let (encoder, decoder) = (fixture_bytes("tiny/encoder.onnx"), fixture_bytes("tiny/decoder.onnx"));
+    // Any names: the decoder is the graph that takes point_coords. Weight files beside them are not models.
+    let files: [(&str, &[u8]); 3] =
+        [("a-prompt-net.onnx", &decoder), ("z-vit.onnx", &encoder), ("z-vit.onnx_data", b"")];
+    let folder = folder_of("my-sam", &files);
+    let manifest = Manifest::load(&folder).unwrap();
+    assert_eq!((manifest.name.as_str(), manifest.image_size), ("my-sam", None));
+    assert!(manifest.encoder.ends_with("z-vit.onnx") && manifest.decoder.ends_with("a-prompt-net.onnx"));
+    let model = SamModel::load(&folder, common::runtime(), SessionCounts::default()).unwrap();
+    assert_eq!((model.encoder.input_size(), model.encoder.embedding_shape()), (256, [64, 16, 16]));
+}
+
+#[test]
+fn folders_that_cannot_be_told_apart_say_why() {
+    let (encoder, decoder) = (fixture_bytes("tiny/encoder.onnx"), fixture_bytes("tiny/decoder.onnx"));
+    let undetected = |folder: PathBuf| match Manifest::load(&folder) {
+        Err(error @ ManifestError::Undetected { .. }) => error.to_string(),
+        other => panic!("{}: {other:?}", folder.display()),
+    };
+    let two_encoders = undetected(folder_of("two-encoders", &[("a.onnx", &encoder), ("b.onnx", &encoder)]));
+    assert!(two_encoders.contains("encoders: a.onnx, b.onnx") && two_encoders.contains("model.toml"), "{two_encoders}");
+    let no_decoder = undetected(folder_of("no-decoder", &[("a.onnx", &encoder)]));
+    assert!(no_decoder.contains("`point_coords`: none"), "{no_decoder}");
+    let corrupt = undetected(folder_of("corrupt", &[("a.onnx", &encoder), ("d.onnx", &decoder[..1000])]));
+    assert!(corrupt.contains("d.onnx is not an ONNX model"), "{corrupt}");
+}
+
+#[test]
+fn an_encoder_and_a_decoder_of_different_models_are_refused() {
+    let encoder = fixture_bytes("tiny/encoder.onnx"); // 64-channel embeddings
+    let decoder = fixture_bytes("samexporter-hwc/samserve_amg.decoder.onnx"); // takes 128 channels
+    let folder = folder_of("mismatched", &[("encoder.onnx", &encoder), ("decoder.onnx", &decoder)]);
+    let error = SamModel::load(&folder, common::runtime(), SessionCounts::default()).err().unwrap();
+    assert!(matches!(error, ModelError::Contract { .. }), "{error}");
+    let message = error.to_string();
+    assert!(message.contains("[64, 16, 16]") && message.contains("[128, 16, 16]") && message.contains("not one model"));
+}

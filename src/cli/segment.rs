@@ -12,7 +12,7 @@ use samserve::segment::{OutputFormat, SegmentOptions, segment};
 
 #[derive(Args)]
 pub struct SegmentArgs {
-    /// A model folder (model.toml beside encoder and decoder ONNX files); the built-in model by default.
+    /// A model folder (an encoder and a decoder ONNX file, and optionally model.toml); the built-in model by default.
     #[arg(long)]
     model: Option<PathBuf>,
     /// The image (PNG, JPEG, WebP, BMP, TIFF or GIF).

@@ -29,7 +29,7 @@ use crate::engine::{Engine, EngineConfig};
 use crate::image_input::ImageLimits;
 use crate::jobs::{Jobs, JobsConfig};
 use crate::metrics::Metrics;
-use crate::model::manifest::MANIFEST_FILE;
+use crate::model::manifest::is_model_folder;
 use crate::model::{BUILTIN_MODEL, Runtime, SamModel, SessionCounts};
 
 /// Options of `samserve serve`; each is also an environment variable.
@@ -41,7 +41,7 @@ pub struct ServeOptions {
     /// Port to listen on (0 picks a free one; the address is printed).
     #[arg(long, env = "SAMSERVE_PORT", default_value_t = 8080)]
     pub port: u16,
-    /// A model folder to load (model.toml + ONNX files); repeatable. Without it: the built-in model, and every
+    /// A model folder to load (an encoder and a decoder ONNX file, and optionally model.toml); repeatable. Without it: the built-in model, and every
     /// model folder in --models.
     #[arg(long = "model-dir", env = "SAMSERVE_MODEL_DIR", value_delimiter = ',')]
     pub model_dirs: Vec<PathBuf>,
@@ -183,8 +183,8 @@ impl AppState {
 )]
 pub struct ApiDoc;
 
-/// The model folders to load from disk: the --model-dir list, or the folders with a model.toml in --models (which
-/// need not exist) other than the built-in model's own source folder.
+/// The model folders to load from disk: the --model-dir list, or the model folders (a model.toml or ONNX files) in
+/// --models (which need not exist) other than the built-in model's own source folder.
 fn model_folders(options: &ServeOptions) -> Vec<PathBuf> {
     if !options.model_dirs.is_empty() {
         return options.model_dirs.clone();
@@ -192,7 +192,7 @@ fn model_folders(options: &ServeOptions) -> Vec<PathBuf> {
     let Ok(listing) = std::fs::read_dir(&options.models) else { return vec![] };
     let mut folders: Vec<PathBuf> = listing
         .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| path.join(MANIFEST_FILE).is_file() && !path.ends_with(BUILTIN_MODEL))
+        .filter(|path| is_model_folder(path) && !path.ends_with(BUILTIN_MODEL))
         .collect();
     folders.sort();
     folders

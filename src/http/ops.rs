@@ -44,6 +44,9 @@ pub struct ModelInfo {
     pub input_size: usize,
     /// `[C, h, w]` of the image embedding.
     pub embedding_shape: [usize; 3],
+    /// How the encoder takes the image: `normalized` (`[1, 3, S, S]`, normalized and padded by samserve) or
+    /// `rgb_hwc` (`[h, w, 3]` resized RGB; the graph normalizes and pads, as samexporter's `--use-preprocess`).
+    pub encoder_input: &'static str,
     /// `[h, w]` of the low-res logits (mask_input).
     pub low_res_size: [usize; 2],
     /// `official` (SamOnnxModel export with orig_im_size) or `lean`.
@@ -75,6 +78,7 @@ pub async fn models(state: Data<AppState>) -> Result<HttpResponse, ApiError> {
                 default: model.name() == engine.default_model(),
                 input_size: model.encoder.input_size(),
                 embedding_shape: model.encoder.embedding_shape(),
+                encoder_input: model.encoder.layout().name(),
                 low_res_size: [low_res.height, low_res.width],
                 decoder: if model.decoder.takes_orig_im_size() { "official" } else { "lean" },
                 batches_prompts: model.decoder.batches_prompts(),

@@ -6,6 +6,7 @@
 //! the masks that are returned.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use ndarray::{Array1, Array2, Array3, Array4, Axis, s};
 use ort::session::{Session, SessionInputValue};
@@ -38,7 +39,19 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    /// Reads the contract from the first session; all sessions are of the same file.
+    /// The [C, h, w] of the embedding the decoder takes (`None` where dynamic), read from the first session.
+    pub(super) fn embedding_dims(sessions: &[Session], file: &Path) -> Result<[Option<usize>; 3], ModelError> {
+        match static_dims(sessions[0].inputs(), "image_embeddings", file)?.as_slice() {
+            [_, c, h, w] => Ok([*c, *h, *w]),
+            other => Err(ModelError::Contract {
+                file: file.display().to_string(),
+                message: format!("image_embeddings must be [1, C, h, w], not {other:?}"),
+            }),
+        }
+    }
+
+    /// Reads the contract from the first session; all sessions are of the same file. `embedding_shape` is what
+    /// the encoder gives, already checked against [`Self::embedding_dims`].
     pub(super) fn new(
         sessions: Vec<Session>,
         manifest: &Manifest,
@@ -52,12 +65,6 @@ impl Decoder {
         }
         for name in [IOU_PREDICTIONS, LOW_RES_MASKS] {
             static_dims(session.outputs(), name, file)?;
-        }
-        match static_dims(session.inputs(), "image_embeddings", file)?.as_slice() {
-            [_, c, h, w] if [*c, *h, *w].iter().zip(embedding_shape).all(|(d, e)| d.is_none_or(|d| d == e)) => {}
-            other => {
-                return Err(contract(format!("image_embeddings is {other:?}, the encoder gives {embedding_shape:?}")));
-            }
         }
         let low_res_size = match static_dims(session.inputs(), "mask_input", file)?.as_slice() {
             [_, _, Some(h), Some(w)] => ImageSize::new(*h, *w),

@@ -1,8 +1,11 @@
-//! `model.toml`: what a model folder holds (docs/models.md, "Model folders").
+//! What a model folder holds (docs/models.md, "Model folders"): its `model.toml`, or without one, the encoder and
+//! the decoder told apart by their graphs' inputs.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use super::onnx_file::graph_names;
 
 pub const MANIFEST_FILE: &str = "model.toml";
 
@@ -52,14 +55,81 @@ pub enum ManifestError {
     Read { path: PathBuf, error: std::io::Error },
     #[error("invalid {path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    #[error("{folder} has no {MANIFEST_FILE}, and {message}")]
+    Undetected { folder: PathBuf, message: String },
+}
+
+/// What every SAM-family prompt decoder takes and no encoder does.
+const DECODER_INPUT: &str = "point_coords";
+
+/// Whether `folder` holds a model: a `model.toml`, or ONNX files to find the encoder and decoder among.
+pub fn is_model_folder(folder: &Path) -> bool {
+    folder.join(MANIFEST_FILE).is_file() || onnx_files(folder).is_ok_and(|files| !files.is_empty())
+}
+
+/// The `.onnx` files directly in `folder`, sorted (external weight files have other extensions).
+fn onnx_files(folder: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(folder)?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx")))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// The name a folder gives its model.
+fn folder_name(folder: &Path) -> Option<String> {
+    folder.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
 }
 
 impl Manifest {
-    /// Reads `<folder>/model.toml`. The model's name defaults to the folder's name.
+    /// Reads `<folder>/model.toml`, or without one, [`Self::detect`]s the folder. The model's name defaults to the
+    /// folder's name.
     pub fn load(folder: &Path) -> Result<Self, ManifestError> {
         let path = folder.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|error| ManifestError::Read { path: path.clone(), error })?;
-        Self::parse(&text, folder)
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Self::parse(&text, folder),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound && folder.is_dir() => Self::detect(folder),
+            Err(error) => Err(ManifestError::Read { path, error }),
+        }
+    }
+
+    /// A folder without `model.toml`: among its `.onnx` files, the decoder is the graph that takes
+    /// `point_coords` and the encoder the other one; there must be one of each. Everything else is the default.
+    pub fn detect(folder: &Path) -> Result<Self, ManifestError> {
+        let undetected = |message: String| ManifestError::Undetected { folder: folder.to_path_buf(), message };
+        let files = onnx_files(folder).map_err(|error| ManifestError::Read { path: folder.to_path_buf(), error })?;
+        let (mut encoders, mut decoders) = (Vec::new(), Vec::new());
+        for file in files {
+            let names = graph_names(&file)
+                .map_err(|error| undetected(format!("{} is not an ONNX model it can read: {error}", file.display())))?;
+            if names.has_input(DECODER_INPUT) { &mut decoders } else { &mut encoders }.push(file);
+        }
+        let (encoder, decoder) = match (encoders.as_slice(), decoders.as_slice()) {
+            ([encoder], [decoder]) => (encoder.clone(), decoder.clone()),
+            _ => {
+                let list = |files: &[PathBuf]| {
+                    let names: Vec<_> =
+                        files.iter().filter_map(|f| f.file_name()).map(|n| n.to_string_lossy()).collect();
+                    if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                };
+                return Err(undetected(format!(
+                    "its ONNX files are not one encoder and one decoder (encoders: {}; decoders, taking \
+                     `{DECODER_INPUT}`: {}); write a {MANIFEST_FILE} that names them",
+                    list(&encoders),
+                    list(&decoders)
+                )));
+            }
+        };
+        let name = folder_name(folder).ok_or_else(|| undetected("the folder has no name to give the model".into()))?;
+        Ok(Self {
+            name,
+            encoder,
+            decoder,
+            image_size: None,
+            pixel_mean: default_pixel_mean(),
+            pixel_std: default_pixel_std(),
+        })
     }
 
     /// Parses the text of `<folder>/model.toml`.
@@ -75,11 +145,7 @@ impl Manifest {
         }
         let name = match raw.name {
             Some(name) => name,
-            None => folder
-                .canonicalize()
-                .ok()
-                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                .ok_or_else(|| invalid("no name given and the folder has none".to_string()))?,
+            None => folder_name(folder).ok_or_else(|| invalid("no name given and the folder has none".to_string()))?,
         };
         Ok(Self {
             name,

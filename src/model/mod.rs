@@ -4,6 +4,7 @@ mod builtin;
 mod decoder;
 mod encoder;
 pub mod manifest;
+pub mod onnx_file;
 mod pool;
 pub mod preprocess;
 pub mod prompt;
@@ -16,7 +17,7 @@ use ort::session::Session;
 
 pub use builtin::BUILTIN_MODEL;
 pub use decoder::{DecodedPrompt, Decoder};
-pub use encoder::{Embedding, Encoder};
+pub use encoder::{Embedding, Encoder, EncoderInput, InputLayout};
 pub use manifest::Manifest;
 pub use preprocess::ImageSize;
 pub use prompt::{Point, PointLabel, Prompt, PromptError};
@@ -81,9 +82,10 @@ impl SamModel {
     ) -> Result<Self, ModelError> {
         let (encoder_sessions, encoder_placement) =
             open_sessions(runtime, encoder, Network::Encoder, &manifest.encoder, sessions.encoder)?;
-        let mut encoder = Encoder::new(encoder_sessions, &manifest)?;
         let (decoder_sessions, decoder_placement) =
             open_sessions(runtime, decoder, Network::Decoder, &manifest.decoder, sessions.decoder)?;
+        let decoder_takes = Decoder::embedding_dims(&decoder_sessions, &manifest.decoder)?;
+        let mut encoder = Encoder::new(encoder_sessions, &manifest, decoder_takes)?;
         if matches!(encoder_placement, Placement::Cuda(_)) && encoder_placement == decoder_placement {
             encoder.keep_embeddings_on(encoder_placement);
         }

@@ -3,7 +3,7 @@
 //! zero-pad bottom/right to S x S, NCHW float32.
 
 use image::RgbImage;
-use ndarray::Array4;
+use ndarray::{Array3, Array4};
 
 /// A height and width in pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -51,6 +51,13 @@ pub fn normalize_and_pad(resized: &RgbImage, input_size: usize, mean: [f32; 3], 
     tensor
 }
 
+/// The resized image as [h, w, 3] float32 in 0..255: what encoders with the preprocessing in the graph take.
+pub fn to_hwc_f32(resized: &RgbImage) -> Array3<f32> {
+    let (width, height) = (resized.width() as usize, resized.height() as usize);
+    let pixels = resized.as_raw().iter().map(|&v| f32::from(v)).collect();
+    Array3::from_shape_vec((height, width, 3), pixels).expect("an RGB8 buffer holds h x w x 3 samples")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +85,8 @@ mod tests {
         assert_eq!(tensor[[0, 2, 0, 0]], (100.0 - 3.0) / 0.5);
         assert_eq!(tensor[[0, 0, 3, 0]], 0.0);
         assert_eq!(tensor[[0, 2, 0, 3]], 0.0);
+        let hwc = to_hwc_f32(&image);
+        assert_eq!(hwc.shape(), &[2, 3, 3]);
+        assert_eq!((hwc[[1, 2, 0]], hwc[[1, 2, 1]], hwc[[0, 0, 2]]), (20.0, 20.0, 100.0));
     }
 }
