@@ -5,6 +5,8 @@
 //! boundary, foreground where the object is missed and background where the mask spills over, with the previous
 //! mask's low-res logits as `mask_input`. Distances are chessboard distances (ties: the first pixel in row order).
 //! Boxes are the object's tight box `[x0, y0, x1, y1]` with x1, y1 the last pixel column and row.
+//! A decoder exported with a single mask output offers one mask per click, its own choice: then both one-point rows
+//! measure that mask (the report says so with `masks_per_click`).
 
 use std::path::Path;
 use std::time::Instant;
@@ -47,6 +49,8 @@ pub struct EvalReport {
     pub images: usize,
     pub instances: usize,
     pub miou: MeanIou,
+    /// Masks a first click offers: 3, or 1 for a single-mask decoder (the two one-point rows are then equal).
+    pub masks_per_click: usize,
     pub seconds: f64,
 }
 
@@ -56,7 +60,7 @@ impl EvalReport {
         let m = &self.miou;
         let rows = [
             ("1 point (top score)", m.point_top),
-            ("1 point (best of 3)", m.point_best_of_3),
+            (if self.masks_per_click == 1 { "1 point (best of 1)" } else { "1 point (best of 3)" }, m.point_best_of_3),
             ("3 points", m.points_3),
             ("box", m.bbox),
             ("box + point", m.box_point),
@@ -130,7 +134,8 @@ fn masks_for(
 /// The five IoUs of one instance.
 fn instance_ious(model: &SamModel, embedding: &Embedding, truth: &BinaryMask) -> Result<[f64; 5], ModelError> {
     let first = click(deepest_point(truth).expect("instances are not empty"), PointLabel::Foreground);
-    let one = masks_for(model, embedding, Prompt { points: vec![first], ..Prompt::default() }, true)?;
+    let multimask = !model.decoder.single_mask();
+    let one = masks_for(model, embedding, Prompt { points: vec![first], ..Prompt::default() }, multimask)?;
     let point_top = one[0].runs.binary().iou(truth);
     let point_best = one.iter().map(|m| m.runs.binary().iou(truth)).fold(0.0, f64::max);
 
@@ -185,6 +190,7 @@ pub fn evaluate(model: &SamModel, dataset: &[CocoImage], images_dir: &Path) -> R
             bbox: mean(3),
             box_point: mean(4),
         },
+        masks_per_click: if model.decoder.single_mask() { 1 } else { 3 },
         seconds: started.elapsed().as_secs_f64(),
     })
 }

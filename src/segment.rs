@@ -163,6 +163,13 @@ pub fn segment_masks(
     prompts: &[Prompt],
     multimask: bool,
 ) -> Result<Vec<Vec<Mask>>, ModelError> {
+    if multimask && model.decoder.single_mask() {
+        return Err(ModelError::Unsupported(format!(
+            "multimask: the decoder of {} gives one mask per prompt (exported with return_single_mask); ask for \
+             the single mask",
+            model.name()
+        )));
+    }
     for (index, prompt) in prompts.iter().enumerate() {
         prompt
             .validate(embedding.original, model.decoder.low_res_size())
@@ -176,7 +183,7 @@ pub fn segment_masks(
         .into_par_iter()
         .map(|prompt| {
             let tokens = prompt.scores.len();
-            // Official slicing: multimask = tokens 1..=3, single = token 0; a single-mask export has only one.
+            // Official slicing: multimask = tokens 1..=3, single = token 0; a single-mask export has only its choice.
             let selected = if multimask && tokens > 1 { 1..tokens } else { 0..1 };
             let mut masks: Vec<Mask> = selected
                 .map(|token| {

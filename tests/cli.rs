@@ -272,3 +272,26 @@ fn serve_refuses_zero_workers_and_sessions_before_starting() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+#[test]
+fn a_single_mask_decoder_is_refused_for_everything_and_multimask() {
+    let model = common::fixtures().join("models/samexporter-single");
+    let image = common::fixtures().join("images/tiny.png");
+    let (model, image) = (path_str(&model), path_str(&image));
+    let everything = stderr_of(&samserve(&["everything", "--model", model, image, "--out", "/dev/null"]));
+    let batch = stderr_of(&samserve(&["batch", "--model", model, image, "--everything", "--output", "/dev/null"]));
+    let multimask = stderr_of(&samserve(&[
+        "segment",
+        "--model",
+        model,
+        image,
+        "--point",
+        "3,3",
+        "--multimask",
+        "--out",
+        "/dev/null",
+    ]));
+    for stderr in [everything, batch, multimask] {
+        assert!(stderr.contains("one mask per prompt") && stderr.trim().lines().count() == 1, "{stderr}");
+    }
+}

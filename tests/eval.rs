@@ -125,3 +125,15 @@ fn the_cli_prints_the_report_as_json() {
         assert!((0.0..=1.0).contains(&value), "{mode}: {value}");
     }
 }
+
+#[test]
+fn a_single_mask_decoder_is_measured_on_the_one_mask_it_offers() {
+    let model = common::load_model("samexporter-single");
+    let dataset = coco::load(&coco_dir().join("annotations.json")).unwrap();
+    let report = samserve::eval::evaluate(&model, &dataset, &coco_dir().join("images")).unwrap();
+    assert_eq!(report.masks_per_click, 1);
+    assert_eq!(report.miou.point_top, report.miou.point_best_of_3);
+    assert!(report.table().contains("1 point (best of 1)"), "{}", report.table());
+    let multimask = samserve::eval::evaluate(&common::load_model("tiny"), &dataset, &coco_dir().join("images"));
+    assert_eq!(multimask.unwrap().masks_per_click, 3);
+}

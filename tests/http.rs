@@ -193,12 +193,33 @@ fn a_folder_of_samexporter_files_is_served_as_published() {
 }
 
 #[test]
+fn a_single_mask_decoder_refuses_what_it_cannot_answer() {
+    let folder = common::fixtures().join("models/samexporter-single");
+    let server = Server::spawn(&["--model-dir", folder.to_str().unwrap()], &[]);
+    assert_eq!(server.get("/v1/models").json()["models"][0]["single_mask"], true);
+    let landscape = fixture_image("landscape.png");
+    let id = server.upload(&landscape)["image_id"].as_str().unwrap().to_string();
+    let path = format!("/v1/images/{id}/segment");
+    let single = server.post_json(&path, &json!({"prompts": [click(475.0, 365.0)]}));
+    assert_eq!(single.status, 200);
+    assert_eq!(single.json()["results"][0]["masks"].as_array().unwrap().len(), 1);
+    let multimask = server.post_json(&path, &json!({"prompts": [click(475.0, 365.0)], "multimask": true}));
+    assert_eq!((multimask.status, multimask.error_code().as_str()), (422, "invalid_request"));
+    assert!(multimask.json()["error"]["message"].as_str().unwrap().contains("one mask per prompt"));
+    let everything = server.post_json(&format!("/v1/images/{id}/everything"), &json!({}));
+    assert_eq!((everything.status, everything.error_code().as_str()), (422, "invalid_request"));
+    let job = server.post_form("/v1/jobs", &[("image", Some("a.png"), &landscape)]);
+    assert_eq!((job.status, job.error_code().as_str()), (422, "invalid_request"));
+    assert_still_serving(&server, &id);
+}
+
+#[test]
 fn models_folders_without_model_toml_are_found_in_the_models_directory() {
     let models = common::fixtures().join("models");
     let server = Server::spawn(&["--models", models.to_str().unwrap()], &[]);
     let listed = server.get("/v1/models").json();
     let names: Vec<&str> = listed["models"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["amg", "samexporter-hwc", "samserve-s", "tiny", "tiny-lean"]);
+    assert_eq!(names, ["amg", "samexporter-hwc", "samexporter-single", "samserve-s", "tiny", "tiny-lean"]);
 }
 
 #[test]

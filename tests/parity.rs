@@ -116,6 +116,9 @@ fn run_parity(model_name: &str, fixture_file: &str, half: bool) {
                 .iter()
                 .filter(|c| c["multimask"].as_bool().unwrap() == multimask && c["prompt"].get("refine_from").is_none())
                 .collect();
+            if batch.is_empty() {
+                continue;
+            }
             let prompts: Vec<Prompt> = batch.iter().map(|c| prompt_from_json(&c["prompt"])).collect();
             let results = segment(&model, &embedding, &prompts, &options(multimask)).unwrap();
             for (case, result) in batch.iter().zip(&results) {
@@ -171,6 +174,22 @@ fn samexporter_files_with_the_preprocessing_inside_match_sam_predictor() {
     assert_eq!(model.encoder.layout(), InputLayout::ResizedHwc);
     assert_eq!((model.encoder.input_size(), model.encoder.embedding_shape()), (256, [128, 16, 16]));
     run_parity("samexporter-hwc", "parity_samexporter.json", false);
+}
+
+/// samexporter's other two choices: the encoder without the preprocessing inside, and a decoder exported with
+/// `--return-single-mask`, against the official `SamOnnxModel(return_single_mask=True)` (its own mask choice).
+#[test]
+fn samexporter_single_mask_decoder_matches_the_official_onnx_module() {
+    let model = common::load_model("samexporter-single");
+    assert_eq!(model.encoder.layout(), InputLayout::NormalizedSquare);
+    assert!(model.decoder.single_mask());
+    run_parity("samexporter-single", "parity_single_mask.json", false);
+    let fixtures = common::read_json("parity_single_mask.json");
+    let case = &fixtures["cases"][0];
+    let bytes = std::fs::read(common::fixtures().join("images").join(case["image"].as_str().unwrap())).unwrap();
+    let embedding = model.encoder.encode(&decode_image(&bytes, &ImageLimits::default()).unwrap()).unwrap();
+    let error = segment(&model, &embedding, &[prompt_from_json(&case["prompt"])], &options(true)).err().unwrap();
+    assert!(error.to_string().contains("one mask per prompt"), "{error}");
 }
 
 #[test]

@@ -11,6 +11,14 @@ PNG only: these weights are made confident (steep logits, see make_amg_fixtures.
 which JPEG decoders differ (PIL's libjpeg, the Rust decoder) moves a predicted IoU by up to 2e-3, with either
 encoder layout; the JPEG images are covered by parity.json, with the tiny model.
 
+A second folder, tests/fixtures/models/samexporter-single/, holds samexporter's other two choices: the encoder
+without `--use-preprocess` ([1, 3, S, S], normalized by the caller) and the decoder with `--return-single-mask`,
+whose graph picks one mask per prompt (`SamOnnxModel.select_masks`: the best of the three multimask candidates
+for fewer than three points, padding point and box corners included, else the single-mask token). Its answers,
+tests/fixtures/parity_single_mask.json, come from the official `SamOnnxModel(return_single_mask=True)` run in
+PyTorch on the inputs SamPredictor prepares (transformed coordinates, padding point, box corners), as
+segment-anything's ONNX example notebook feeds them, for the single-mask cases.
+
 Run after make_fixtures.py and make_amg_fixtures.py:  python tools/make_layout_fixtures.py  (about a minute)
 """
 
@@ -22,8 +30,10 @@ import numpy as np
 import torch
 from PIL import Image
 from segment_anything import SamPredictor, sam_model_registry
+from segment_anything.utils.amg import calculate_stability_score
+from segment_anything.utils.onnx import SamOnnxModel
 
-from make_fixtures import reference_case, to_rgb8
+from make_fixtures import encode_mask, reference_case, to_rgb8
 from sam_tiny import build_sam
 from train_default import CONFIG
 
@@ -31,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 WEIGHTS = ROOT / "models" / "amg" / "weights.pt"
 MODEL_TYPE = "samserve_amg"
 FOLDER = ROOT / "models" / "samexporter-hwc"
+SINGLE_FOLDER = ROOT / "models" / "samexporter-single"
 OPSET = 18  # samexporter's default
 
 
@@ -61,13 +72,49 @@ def export():
     export_decoder.run_export(
         MODEL_TYPE, str(WEIGHTS), str(FOLDER / f"{MODEL_TYPE}.decoder.onnx"), opset=OPSET, return_single_mask=False
     )
+    SINGLE_FOLDER.mkdir(parents=True, exist_ok=True)
+    export_encoder.run_export(
+        MODEL_TYPE, str(WEIGHTS), str(SINGLE_FOLDER / f"{MODEL_TYPE}.encoder.onnx"), use_preprocess=False, opset=OPSET
+    )
+    export_decoder.run_export(
+        MODEL_TYPE, str(WEIGHTS), str(SINGLE_FOLDER / f"{MODEL_TYPE}.decoder.onnx"), opset=OPSET, return_single_mask=True
+    )
+
+
+def single_mask_case(predictor, onnx_model, name, prompt):
+    """What the official single-mask decoder module answers for `prompt`, fed as the ONNX example notebook does."""
+    points = np.array(prompt.get("points", np.zeros((0, 2))), dtype=np.float32).reshape(-1, 2)
+    labels = np.array(prompt.get("labels", []), dtype=np.float32)
+    if "box" in prompt:
+        points = np.concatenate([points, np.array(prompt["box"], dtype=np.float32).reshape(2, 2)])
+        labels = np.concatenate([labels, np.array([2, 3], dtype=np.float32)])
+    else:
+        points = np.concatenate([points, np.zeros((1, 2), dtype=np.float32)])
+        labels = np.concatenate([labels, np.array([-1], dtype=np.float32)])
+    coords = predictor.transform.apply_coords(points, predictor.original_size).astype(np.float32)
+    low_res_size = [4 * side for side in onnx_model.model.prompt_encoder.image_embedding_size]
+    with torch.no_grad():
+        masks, scores, _ = onnx_model(
+            predictor.features,
+            torch.from_numpy(coords[None]),
+            torch.from_numpy(labels[None]),
+            torch.zeros(1, 1, *low_res_size),
+            torch.zeros(1),
+            torch.tensor(predictor.original_size, dtype=torch.float),
+        )
+    stability = calculate_stability_score(masks[0], 0.0, 1.0).numpy()
+    entry = encode_mask(masks[0, 0].numpy() > 0.0)
+    entry.update(score=float(scores[0, 0]), stability_score=float(stability[0]))
+    return {"name": name, "prompt": prompt, "multimask": False, "masks": [entry]}
 
 
 def main():
     torch.set_num_threads(2)
     export()
-    predictor = SamPredictor(load_weights(WEIGHTS))
-    cases = []
+    sam = load_weights(WEIGHTS)
+    predictor = SamPredictor(sam)
+    single_mask_model = SamOnnxModel(sam, return_single_mask=True)
+    cases, single_mask_cases = [], []
     current = None
     for reference in json.loads((ROOT / "parity.json").read_text())["cases"]:
         if not reference["image"].endswith(".png"):
@@ -78,8 +125,15 @@ def main():
         case = reference_case(predictor, reference["name"], reference["prompt"], reference["multimask"])
         case.update(image=current, width=reference["width"], height=reference["height"])
         cases.append(case)
+        if "refine_from" not in reference["prompt"]:  # every other prompt, as a single-mask request
+            single = single_mask_case(predictor, single_mask_model, reference["name"], reference["prompt"])
+            single.update(image=current, width=reference["width"], height=reference["height"])
+            single_mask_cases.append(single)
     (ROOT / "parity_samexporter.json").write_text(json.dumps({"model": "samexporter-hwc", "cases": cases}, indent=1))
-    print(f"wrote {len(cases)} parity cases")
+    (ROOT / "parity_single_mask.json").write_text(
+        json.dumps({"model": "samexporter-single", "cases": single_mask_cases}, indent=1)
+    )
+    print(f"wrote {len(cases)} parity cases and {len(single_mask_cases)} single-mask cases")
 
 
 if __name__ == "__main__":

@@ -135,8 +135,21 @@ pub enum AmgError {
         "crop_n_layers > 0 re-encodes crops of the image, which needs its pixels: use a batch job or `samserve everything`"
     )]
     CropsNeedPixels,
+    #[error(
+        "segment everything needs the three candidate masks of each point, and the decoder of {0} gives one mask \
+         per prompt (exported with return_single_mask)"
+    )]
+    SingleMaskDecoder(String),
     #[error(transparent)]
     Model(#[from] ModelError),
+}
+
+/// Whether `model` can segment everything: it needs the multimask candidates.
+pub fn check_model(model: &SamModel) -> Result<(), AmgError> {
+    if model.decoder.single_mask() {
+        return Err(AmgError::SingleMaskDecoder(model.name().to_string()));
+    }
+    Ok(())
 }
 
 /// What the generator runs on: an image already encoded (one crop only), or the pixels (any crop layers).
@@ -180,6 +193,7 @@ impl GeneratedMask {
 /// Runs the generator; masks in the official output order.
 pub fn generate(model: &SamModel, input: AmgInput, params: &AmgParams) -> Result<Vec<GeneratedMask>, AmgError> {
     params.validate()?;
+    check_model(model)?;
     let image_size = match &input {
         AmgInput::Embedding(_) if params.crop_n_layers > 0 => return Err(AmgError::CropsNeedPixels),
         AmgInput::Embedding(embedding) => embedding.original,

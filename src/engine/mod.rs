@@ -65,6 +65,7 @@ impl From<ModelError> for EngineError {
     fn from(error: ModelError) -> Self {
         match error {
             ModelError::Prompt { index, error } => Self::Prompt { index, error },
+            ModelError::Unsupported(message) => Self::InvalidParams(message),
             other => Self::Inference(other.to_string()),
         }
     }

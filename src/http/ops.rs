@@ -51,6 +51,9 @@ pub struct ModelInfo {
     pub low_res_size: [usize; 2],
     /// `official` (SamOnnxModel export with orig_im_size) or `lean`.
     pub decoder: &'static str,
+    /// Whether the decoder gives one mask per prompt, chosen inside the graph (exported with return_single_mask):
+    /// then `multimask` and segment everything are refused with 422.
+    pub single_mask: bool,
     /// Whether several prompts share one decoder run.
     pub batches_prompts: bool,
     /// Where the encoder sessions run: `cpu` or `cuda:N`.
@@ -81,6 +84,7 @@ pub async fn models(state: Data<AppState>) -> Result<HttpResponse, ApiError> {
                 encoder_input: model.encoder.layout().name(),
                 low_res_size: [low_res.height, low_res.width],
                 decoder: if model.decoder.takes_orig_im_size() { "official" } else { "lean" },
+                single_mask: model.decoder.single_mask(),
                 batches_prompts: model.decoder.batches_prompts(),
                 encoder_device: model.placement.0.to_string(),
                 decoder_device: model.placement.1.to_string(),

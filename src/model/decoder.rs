@@ -33,6 +33,8 @@ pub struct DecodedPrompt {
 
 pub struct Decoder {
     sessions: SessionPool,
+    /// Mask tokens per prompt when the graph states it: 4 (official), 1 (`return_single_mask` exports).
+    mask_count: Option<usize>,
     has_orig_im_size: bool,
     batches_prompts: bool,
     low_res_size: ImageSize,
@@ -73,13 +75,20 @@ impl Decoder {
             other => return Err(contract(format!("mask_input must be [B, 1, h, w], not {other:?}"))),
         };
         let batches_prompts = static_dims(session.inputs(), "point_coords", file)?.first() == Some(&None);
+        let mask_count = static_dims(session.outputs(), IOU_PREDICTIONS, file)?.get(1).copied().flatten();
         let has_orig_im_size = session.inputs().iter().any(|i| i.name() == ORIG_IM_SIZE);
-        Ok(Self { sessions: SessionPool::new(sessions), has_orig_im_size, batches_prompts, low_res_size })
+        Ok(Self { sessions: SessionPool::new(sessions), mask_count, has_orig_im_size, batches_prompts, low_res_size })
     }
 
     /// Whether the graph takes `orig_im_size` (the official export) rather than being a lean export.
     pub fn takes_orig_im_size(&self) -> bool {
         self.has_orig_im_size
+    }
+
+    /// Whether the graph gives one mask per prompt, chosen inside it (`SamOnnxModel(return_single_mask=True)`:
+    /// the best of the three multimask candidates for fewer than three point slots, else the single-mask token).
+    pub fn single_mask(&self) -> bool {
+        self.mask_count == Some(1)
     }
 
     /// Whether many prompts share one run (a dynamic prompt axis).

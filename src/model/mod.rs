@@ -35,6 +35,9 @@ pub enum ModelError {
     Run(#[from] ort::Error),
     #[error("prompt {index}: {error}")]
     Prompt { index: usize, error: PromptError },
+    /// A request the model's files cannot answer (not a fault of the model, nor of the request's form).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// How many ONNX Runtime sessions of each network to open: runs of one network that can be in flight at once.
