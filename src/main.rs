@@ -11,6 +11,7 @@ use cli::batch::BatchArgs;
 use cli::bench::BenchArgs;
 use cli::eval::EvalArgs;
 use cli::everything::EverythingArgs;
+use cli::models::ModelsArgs;
 use cli::runtime::RuntimeArgs;
 use cli::segment::SegmentArgs;
 
@@ -37,6 +38,8 @@ enum Command {
     Batch(BatchArgs),
     /// Time the encoder and the decoder on the chosen device(s), with this model and image.
     Bench(BenchArgs),
+    /// Model folders: `inspect DIR` says what samserve makes of one.
+    Models(ModelsArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         Command::Everything(args) => cli::everything::run(&runtime, &args),
         Command::Batch(args) => cli::batch::run(&runtime, &args),
         Command::Bench(args) => cli::bench::run(&runtime, &args),
+        Command::Models(args) => cli::models::run(&runtime, &args),
     });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

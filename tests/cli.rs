@@ -295,3 +295,19 @@ fn a_single_mask_decoder_is_refused_for_everything_and_multimask() {
         assert!(stderr.contains("one mask per prompt") && stderr.trim().lines().count() == 1, "{stderr}");
     }
 }
+
+#[test]
+fn models_inspect_says_what_a_folder_holds_or_why_it_cannot_be_served() {
+    let inspect = |folder: &Path| samserve(&["--device", "cpu", "models", "inspect", path_str(folder)]);
+    let models = common::fixtures().join("models");
+    let hwc = inspect(&models.join("samexporter-hwc"));
+    let report = String::from_utf8_lossy(&hwc.stdout);
+    assert!(hwc.status.success(), "{}", String::from_utf8_lossy(&hwc.stderr));
+    for expected in ["samexporter-hwc", "rgb_hwc", "S = 256", "[128, 16, 16]", "samserve_amg.encoder.onnx", "4 masks"] {
+        assert!(report.contains(expected), "{expected} missing from:\n{report}");
+    }
+    let single = String::from_utf8_lossy(&inspect(&models.join("samexporter-single")).stdout).into_owned();
+    assert!(single.contains("multimask      no") && single.contains("1 mask per prompt"), "{single}");
+    let refused = stderr_of(&inspect(&common::fixtures()));
+    assert!(refused.contains("not one encoder and one decoder") && refused.trim().lines().count() == 1, "{refused}");
+}

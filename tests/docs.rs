@@ -91,10 +91,18 @@ fn with_help_block(document: &str, marker: &str, help: &str) -> Option<String> {
 #[test]
 fn cli_md_embeds_the_help_of_every_subcommand() {
     let top = help(&[]);
-    let names = subcommands(&top);
-    assert!(names.contains(&"serve".to_string()), "no subcommands found in:\n{top}");
-    let mut commands = vec![("samserve".to_string(), top.clone())];
-    commands.extend(names.iter().map(|name| (format!("samserve {name}"), help(&[name]))));
+    assert!(subcommands(&top).contains(&"serve".to_string()), "no subcommands found in:\n{top}");
+    // Every command, depth first: `samserve`, `samserve serve`, ..., `samserve models`, `samserve models inspect`.
+    let mut commands = Vec::new();
+    let mut pending = vec![Vec::<String>::new()];
+    while let Some(path) = pending.pop() {
+        let args: Vec<&str> = path.iter().map(String::as_str).collect();
+        let text = help(&args);
+        for name in subcommands(&text).into_iter().rev() {
+            pending.push([path.clone(), vec![name]].concat());
+        }
+        commands.push((["samserve".to_string()].into_iter().chain(path).collect::<Vec<_>>().join(" "), text));
+    }
     let mut document = read("docs/cli.md");
     let mut missing = Vec::new();
     for (command, text) in &commands {

@@ -5,6 +5,7 @@ pub mod batch;
 pub mod bench;
 pub mod eval;
 pub mod everything;
+pub mod models;
 pub mod runtime;
 pub mod segment;
 pub mod serve;
