@@ -101,6 +101,24 @@ fn a_folder_without_model_toml_finds_its_encoder_and_decoder() {
 }
 
 #[test]
+fn of_a_single_mask_and_a_multimask_decoder_the_multimask_one_is_taken() {
+    // As Acly/MobileSAM publishes it: one encoder, `sam_mask_decoder_single.onnx` and `sam_mask_decoder_multi.onnx`.
+    let (encoder, multi) = (
+        fixture_bytes("samexporter-hwc/samserve_amg.encoder.onnx"),
+        fixture_bytes("samexporter-hwc/samserve_amg.decoder.onnx"),
+    );
+    let single = fixture_bytes("samexporter-single/samserve_amg.decoder.onnx");
+    let files: [(&str, &[u8]); 3] = [
+        ("mobile_sam_image_encoder.onnx", &encoder),
+        ("sam_mask_decoder_multi.onnx", &multi),
+        ("sam_mask_decoder_single.onnx", &single),
+    ];
+    let manifest = Manifest::load(&folder_of("acly-layout", &files)).unwrap();
+    assert!(manifest.decoder.ends_with("sam_mask_decoder_multi.onnx"), "{}", manifest.decoder.display());
+    assert!(manifest.encoder.ends_with("mobile_sam_image_encoder.onnx"));
+}
+
+#[test]
 fn folders_that_cannot_be_told_apart_say_why() {
     let (encoder, decoder) = (fixture_bytes("tiny/encoder.onnx"), fixture_bytes("tiny/decoder.onnx"));
     let undetected = |folder: PathBuf| match Manifest::load(&folder) {
@@ -111,6 +129,10 @@ fn folders_that_cannot_be_told_apart_say_why() {
     assert!(two_encoders.contains("encoders: a.onnx, b.onnx") && two_encoders.contains("model.toml"), "{two_encoders}");
     let no_decoder = undetected(folder_of("no-decoder", &[("a.onnx", &encoder)]));
     assert!(no_decoder.contains("`point_coords`: none"), "{no_decoder}");
+    let single = fixture_bytes("samexporter-single/samserve_amg.decoder.onnx");
+    let two_single =
+        undetected(folder_of("two-single", &[("e.onnx", &encoder), ("s1.onnx", &single), ("s2.onnx", &single)]));
+    assert!(two_single.contains("s1.onnx, s2.onnx"), "{two_single}");
     let corrupt = undetected(folder_of("corrupt", &[("a.onnx", &encoder), ("d.onnx", &decoder[..1000])]));
     assert!(corrupt.contains("d.onnx is not an ONNX model"), "{corrupt}");
 }

@@ -61,6 +61,9 @@ pub enum ManifestError {
 
 /// What every SAM-family prompt decoder takes and no encoder does.
 const DECODER_INPUT: &str = "point_coords";
+/// The decoder output of one score per mask token, and the token count of a multimask decoder.
+const MASK_SCORES: &str = "iou_predictions";
+const MULTIMASK_TOKENS: u64 = 4;
 
 /// Whether `folder` holds a model: a `model.toml`, or ONNX files to find the encoder and decoder among.
 pub fn is_model_folder(folder: &Path) -> bool {
@@ -95,7 +98,9 @@ impl Manifest {
     }
 
     /// A folder without `model.toml`: among its `.onnx` files, the decoder is the graph that takes
-    /// `point_coords` and the encoder the other one; there must be one of each. Everything else is the default.
+    /// `point_coords` and the encoder the other one; there must be one encoder, and one decoder or several of
+    /// which one gives the multimask candidates (`Acly/MobileSAM` ships a single-mask and a multimask decoder: the
+    /// multimask one also answers single-mask requests as SamPredictor does). Everything else is the default.
     pub fn detect(folder: &Path) -> Result<Self, ManifestError> {
         let undetected = |message: String| ManifestError::Undetected { folder: folder.to_path_buf(), message };
         let files = onnx_files(folder).map_err(|error| ManifestError::Read { path: folder.to_path_buf(), error })?;
@@ -103,10 +108,23 @@ impl Manifest {
         for file in files {
             let names = graph_names(&file)
                 .map_err(|error| undetected(format!("{} is not an ONNX model it can read: {error}", file.display())))?;
-            if names.has_input(DECODER_INPUT) { &mut decoders } else { &mut encoders }.push(file);
+            if names.has_input(DECODER_INPUT) {
+                let masks = names.output(MASK_SCORES).and_then(|o| o.dims.as_ref()).and_then(|d| d.get(1).copied());
+                decoders.push((file, masks.flatten()));
+            } else {
+                encoders.push(file);
+            }
         }
-        let (encoder, decoder) = match (encoders.as_slice(), decoders.as_slice()) {
-            ([encoder], [decoder]) => (encoder.clone(), decoder.clone()),
+        let multimask: Vec<&PathBuf> =
+            decoders.iter().filter(|(_, masks)| *masks == Some(MULTIMASK_TOKENS)).map(|(file, _)| file).collect();
+        let decoder = match (decoders.as_slice(), multimask.as_slice()) {
+            ([(only, _)], _) => Some(only.clone()),
+            (_, [multimask]) => Some((*multimask).clone()),
+            _ => None,
+        };
+        let decoders: Vec<PathBuf> = decoders.into_iter().map(|(file, _)| file).collect();
+        let (encoder, decoder) = match (encoders.as_slice(), decoder) {
+            ([encoder], Some(decoder)) => (encoder.clone(), decoder),
             _ => {
                 let list = |files: &[PathBuf]| {
                     let names: Vec<_> =
@@ -114,8 +132,9 @@ impl Manifest {
                     if names.is_empty() { "none".to_string() } else { names.join(", ") }
                 };
                 return Err(undetected(format!(
-                    "its ONNX files are not one encoder and one decoder (encoders: {}; decoders, taking \
-                     `{DECODER_INPUT}`: {}); write a {MANIFEST_FILE} that names them",
+                    "its ONNX files are not one encoder and one decoder (nor several decoders, one of them \
+                     multimask): encoders: {}; decoders, taking `{DECODER_INPUT}`: {}; write a {MANIFEST_FILE} that \
+                     names them",
                     list(&encoders),
                     list(&decoders)
                 )));

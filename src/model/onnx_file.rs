@@ -1,8 +1,10 @@
-//! Reads the input and output names of an ONNX file's graph without loading the model: enough to tell an encoder
-//! from a decoder before any session is opened. Weights, which make almost all of a file, are skipped unread.
+//! Reads the names and shapes of an ONNX file's graph inputs and outputs without loading the model: enough to tell
+//! an encoder from a decoder, and a decoder's mask count, before any session is opened. Weights, which make almost
+//! all of a file, are skipped unread.
 //!
 //! The protobuf fields read (onnx.proto): `ModelProto.graph` = 7; `GraphProto.input` = 11, `.output` = 12;
-//! `ValueInfoProto.name` = 1.
+//! `ValueInfoProto.name` = 1, `.type` = 2; `TypeProto.tensor_type` = 1; `TypeProto.Tensor.shape` = 2;
+//! `TensorShapeProto.dim` = 1; `Dimension.dim_value` = 1 (a dimension without it is symbolic).
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek};
@@ -12,21 +14,37 @@ const MODEL_GRAPH: u64 = 7;
 const GRAPH_INPUT: u64 = 11;
 const GRAPH_OUTPUT: u64 = 12;
 const VALUE_INFO_NAME: u64 = 1;
+const VALUE_INFO_TYPE: u64 = 2;
+const TYPE_TENSOR: u64 = 1;
+const TENSOR_SHAPE: u64 = 2;
+const SHAPE_DIM: u64 = 1;
+const DIM_VALUE: u64 = 1;
 
-/// The names of a graph's inputs and outputs, in order.
+/// A graph input or output: its name and, for a tensor with a known rank, its dimensions (`None` where symbolic).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueInfo {
+    pub name: String,
+    pub dims: Option<Vec<Option<u64>>>,
+}
+
+/// A graph's inputs and outputs, in order.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct GraphNames {
-    pub inputs: Vec<String>,
-    pub outputs: Vec<String>,
+    pub inputs: Vec<ValueInfo>,
+    pub outputs: Vec<ValueInfo>,
 }
 
 impl GraphNames {
     pub fn has_input(&self, name: &str) -> bool {
-        self.inputs.iter().any(|input| input == name)
+        self.inputs.iter().any(|input| input.name == name)
+    }
+
+    pub fn output(&self, name: &str) -> Option<&ValueInfo> {
+        self.outputs.iter().find(|output| output.name == name)
     }
 }
 
-/// The graph's input and output names of the ONNX file at `path`.
+/// The graph inputs and outputs of the ONNX file at `path`.
 pub fn graph_names(path: &Path) -> io::Result<GraphNames> {
     let file = File::open(path)?;
     let length = file.metadata()?.len();
@@ -46,7 +64,7 @@ pub fn graph_names(path: &Path) -> io::Result<GraphNames> {
             };
             let mut value_info = vec![0; to_usize(size)?];
             reader.read_exact(&mut value_info)?;
-            list.push(value_info_name(&value_info)?);
+            list.push(parse_value_info(&value_info)?);
             Ok(())
         })
     })?;
@@ -57,7 +75,7 @@ pub fn graph_names(path: &Path) -> io::Result<GraphNames> {
 }
 
 /// Calls `visit(reader, field number, size)` for each length-delimited field of the next `length` bytes; other
-/// wire types are read past. `visit` must consume exactly `size` bytes.
+/// wire types are read past. `visit` must consume exactly `size` bytes. For files: weights are seeked over.
 fn for_each_field<R: BufRead + Seek>(
     reader: &mut R,
     length: u64,
@@ -91,20 +109,77 @@ fn for_each_field<R: BufRead + Seek>(
     Ok(())
 }
 
-/// The `name` field of an encoded ValueInfoProto.
-fn value_info_name(bytes: &[u8]) -> io::Result<String> {
+/// A field of a small message held in memory.
+enum Field<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+}
+
+/// The fields of an encoded message, in order (fixed-width ones skipped).
+fn fields(bytes: &[u8]) -> io::Result<Vec<(u64, Field<'_>)>> {
     let mut reader = io::Cursor::new(bytes);
-    let mut name = None;
-    for_each_field(&mut reader, bytes.len() as u64, &mut |reader, field, size| {
-        if field != VALUE_INFO_NAME {
-            return skip(reader, size);
+    let mut found = Vec::new();
+    while (reader.position() as usize) < bytes.len() {
+        let key = varint(&mut reader)?.0;
+        match key & 7 {
+            0 => found.push((key >> 3, Field::Varint(varint(&mut reader)?.0))),
+            1 => skip(&mut reader, 8)?,
+            5 => skip(&mut reader, 4)?,
+            2 => {
+                let size = to_usize(varint(&mut reader)?.0)?;
+                let start = reader.position() as usize;
+                let end = start.checked_add(size).filter(|&end| end <= bytes.len());
+                let end = end.ok_or_else(|| invalid("a field runs past its message"))?;
+                found.push((key >> 3, Field::Bytes(&bytes[start..end])));
+                reader.set_position(end as u64);
+            }
+            other => return Err(invalid(&format!("wire type {other} is not used by ONNX"))),
         }
-        let mut text = vec![0; to_usize(size)?];
-        reader.read_exact(&mut text)?;
-        name = Some(String::from_utf8(text).map_err(|_| invalid("a name is not UTF-8"))?);
-        Ok(())
-    })?;
-    name.ok_or_else(|| invalid("an input or output has no name"))
+    }
+    if reader.position() as usize > bytes.len() {
+        return Err(invalid("a field runs past its message"));
+    }
+    Ok(found)
+}
+
+/// The length-delimited field `number` of an encoded message, if present (the last one wins, as in protobuf).
+fn message_field(bytes: &[u8], number: u64) -> io::Result<Option<&[u8]>> {
+    Ok(fields(bytes)?.into_iter().rev().find_map(|(field, value)| match value {
+        Field::Bytes(bytes) if field == number => Some(bytes),
+        _ => None,
+    }))
+}
+
+/// A ValueInfoProto: its name, and its tensor shape when it has one.
+fn parse_value_info(bytes: &[u8]) -> io::Result<ValueInfo> {
+    let name = message_field(bytes, VALUE_INFO_NAME)?.ok_or_else(|| invalid("an input or output has no name"))?;
+    let name = String::from_utf8(name.to_vec()).map_err(|_| invalid("a name is not UTF-8"))?;
+    let shape = match message_field(bytes, VALUE_INFO_TYPE)? {
+        Some(kind) => match message_field(kind, TYPE_TENSOR)? {
+            Some(tensor) => message_field(tensor, TENSOR_SHAPE)?,
+            None => None,
+        },
+        None => None,
+    };
+    let dims = match shape {
+        Some(shape) => Some(
+            fields(shape)?
+                .into_iter()
+                .filter_map(|(field, value)| match value {
+                    Field::Bytes(dim) if field == SHAPE_DIM => Some(dim),
+                    _ => None,
+                })
+                .map(|dim| {
+                    Ok(fields(dim)?.into_iter().find_map(|(field, value)| match value {
+                        Field::Varint(size) if field == DIM_VALUE => Some(size),
+                        _ => None,
+                    }))
+                })
+                .collect::<io::Result<Vec<Option<u64>>>>()?,
+        ),
+        None => None,
+    };
+    Ok(ValueInfo { name, dims })
 }
 
 /// A protobuf varint and how many bytes it took.
@@ -145,12 +220,18 @@ mod tests {
     #[test]
     fn reads_the_names_of_encoders_and_decoders() {
         let encoder = graph_names(&fixture("samexporter-hwc/samserve_amg.encoder.onnx")).unwrap();
-        assert_eq!(encoder.inputs, ["input_image"]);
-        assert_eq!(encoder.outputs, ["image_embeddings"]);
+        let names = |values: &[ValueInfo]| values.iter().map(|v| v.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&encoder.inputs), ["input_image"]);
+        assert_eq!(encoder.inputs[0].dims, Some(vec![None, None, Some(3)]));
+        assert_eq!(names(&encoder.outputs), ["image_embeddings"]);
         let decoder = graph_names(&fixture("tiny/decoder.onnx")).unwrap();
         let inputs = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"];
-        assert_eq!(&decoder.inputs[..5], inputs);
-        assert!(decoder.has_input("orig_im_size") && decoder.outputs.contains(&"low_res_masks".to_string()));
+        assert_eq!(&names(&decoder.inputs)[..5], inputs);
+        assert!(decoder.has_input("orig_im_size") && decoder.output("low_res_masks").is_some());
+        assert_eq!(decoder.inputs[0].dims, Some(vec![Some(1), Some(64), Some(16), Some(16)]));
+        assert_eq!(decoder.output("iou_predictions").unwrap().dims, Some(vec![None, Some(4)]));
+        let single = graph_names(&fixture("samexporter-single/samserve_amg.decoder.onnx")).unwrap();
+        assert_eq!(single.output("iou_predictions").unwrap().dims, Some(vec![None, Some(1)]));
     }
 
     #[test]
