@@ -19,15 +19,24 @@ tests/fixtures/parity_single_mask.json, come from the official `SamOnnxModel(ret
 PyTorch on the inputs SamPredictor prepares (transformed coordinates, padding point, box corners), as
 segment-anything's ONNX example notebook feeds them, for the single-mask cases.
 
+Two more folders hold the same weights as samexporter ships its large and its small files, whose answers are those
+above: tests/fixtures/models/samexporter-external/ through the branch that samexporter takes for ViT-H (weights in
+an external `<name>_data.bin` beside the graph), and tests/fixtures/models/samexporter-quantized/ with both graphs
+quantized as samexporter's `--quantize-out` does (`quantize_dynamic`, unsigned 8-bit weights; AnyLabeling's
+`.quant.onnx` downloads), which answers close to, not exactly as, the float model.
+
 Run after make_fixtures.py and make_amg_fixtures.py:  python tools/make_layout_fixtures.py  (about a minute)
 """
 
 import json
+import shutil
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
+from onnxruntime.quantization import QuantType
+from onnxruntime.quantization.quantize import quantize_dynamic
 from PIL import Image
 from segment_anything import SamPredictor, sam_model_registry
 from segment_anything.utils.amg import calculate_stability_score
@@ -42,6 +51,8 @@ WEIGHTS = ROOT / "models" / "amg" / "weights.pt"
 MODEL_TYPE = "samserve_amg"
 FOLDER = ROOT / "models" / "samexporter-hwc"
 SINGLE_FOLDER = ROOT / "models" / "samexporter-single"
+EXTERNAL_FOLDER = ROOT / "models" / "samexporter-external"
+QUANTIZED_FOLDER = ROOT / "models" / "samexporter-quantized"
 OPSET = 18  # samexporter's default
 
 
@@ -79,6 +90,30 @@ def export():
     export_decoder.run_export(
         MODEL_TYPE, str(WEIGHTS), str(SINGLE_FOLDER / f"{MODEL_TYPE}.decoder.onnx"), opset=OPSET, return_single_mask=True
     )
+
+    # samexporter moves the weights to an external file for "vit_h" only (they pass 2 GB there): the same weights
+    # go through that branch under its name.
+    EXTERNAL_FOLDER.mkdir(parents=True, exist_ok=True)
+    vit_h = sam_model_registry["vit_h"]
+    sam_model_registry["vit_h"] = load_weights
+    try:
+        export_encoder.run_export(
+            "vit_h", str(WEIGHTS), str(EXTERNAL_FOLDER / f"{MODEL_TYPE}.encoder.onnx"), use_preprocess=True, opset=OPSET
+        )
+    finally:
+        sam_model_registry["vit_h"] = vit_h
+    shutil.copy(FOLDER / f"{MODEL_TYPE}.decoder.onnx", EXTERNAL_FOLDER)
+
+    # samexporter's --quantize-out, on the files of the first folder.
+    QUANTIZED_FOLDER.mkdir(parents=True, exist_ok=True)
+    for network in ("encoder", "decoder"):
+        quantize_dynamic(
+            model_input=str(FOLDER / f"{MODEL_TYPE}.{network}.onnx"),
+            model_output=str(QUANTIZED_FOLDER / f"{MODEL_TYPE}.{network}.quant.onnx"),
+            per_channel=False,
+            reduce_range=False,
+            weight_type=QuantType.QUInt8,
+        )
 
 
 def single_mask_case(predictor, onnx_model, name, prompt):
