@@ -14,7 +14,7 @@ const $ = (id) => document.getElementById(id);
 
 // What the page shows. `objects` and `selected` are what undo/redo restore.
 const state = {
-  image: null, // {id, width, height, fileName, bitmap}
+  image: null, // {id, width, height, fileName, bitmap, singleMask}
   objects: [], // {id, name, colour, visible, points: [[x, y, label]], box: [x0, y0, x1, y1] | null, result}
   selected: null,
   nextId: 1,
@@ -303,7 +303,8 @@ function promptOf(object, extraPoint, withMaskInput) {
   if (object.box) prompt.box = object.box;
   const current = chosenMask(object);
   if (withMaskInput && current && current.logits_id) prompt.mask_input = current.logits_id;
-  return { prompt, multimask: points.length === 1 && !object.box };
+  const single = points.length === 1 && !object.box;
+  return { prompt, multimask: single && !state.image.singleMask };
 }
 
 async function segment(object, extraPoint, signal) {
@@ -447,7 +448,13 @@ async function openImage(file) {
     } catch {
       throw new ApiError(0, 'browser', 'the server read this image but this browser cannot display its format');
     }
-    state.image = { id: info.image_id, width: info.width, height: info.height, fileName: file.name || 'image', bitmap };
+    const singleMask = await decodesOneMask(info.model);
+    state.image = {
+      id: info.image_id, width: info.width, height: info.height, fileName: file.name || 'image', bitmap, singleMask,
+    };
+    // A decoder with one mask per prompt has no candidates to offer, and no grid of them to segment everything.
+    $('everything').disabled = singleMask;
+    $('everything').title = singleMask ? 'this model gives one mask per prompt' : '';
     state.objects = [];
     state.selected = null;
     history.undo.length = 0;
@@ -538,6 +545,17 @@ function exportCoco() {
     annotations,
   };
   download(new Blob([JSON.stringify(coco)], { type: 'application/json' }), `${baseName()}-coco.json`);
+}
+
+/** Whether the model gives one mask per prompt (`single_mask` in GET /v1/models): then no multimask requests. */
+async function decodesOneMask(model) {
+  try {
+    const response = await fetch('/v1/models');
+    const listed = (await response.json()).models.find((entry) => entry.name === model);
+    return Boolean(listed && listed.single_mask);
+  } catch {
+    return false;
+  }
 }
 
 // ---- "Segment everything" (shown once the server offers it) ----------------------------------------------------

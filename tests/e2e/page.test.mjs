@@ -361,3 +361,22 @@ test('segment everything draws one object per generated mask', async () => {
     amg.child.kill();
   }
 });
+
+test('a model with a single-mask decoder segments clicks without asking for candidates', async () => {
+  const single = await startServer(['samexporter-single']);
+  try {
+    await page.goto(single.address);
+    await page.uncheck('#hover-toggle');
+    await page.setInputFiles('#file-input', landscape);
+    await page.waitForFunction(() => /encoded/.test(document.getElementById('upload-text').textContent));
+    const [x, y] = await screen(475, 365);
+    const { sent, answer } = await segmentCall(() => page.mouse.click(x, y));
+    assert.equal(sent.multimask, false, 'no multimask request to a single-mask decoder');
+    assert.equal(answer.results[0].masks.length, 1);
+    assert.ok(await painted('mask-canvas') > 0, 'the mask is drawn');
+    assert.equal(await page.locator('#status').isVisible(), false, 'no error shown');
+    assert.equal(await page.locator('#everything').isDisabled(), true, 'segment everything is not offered');
+  } finally {
+    single.child.kill();
+  }
+});
