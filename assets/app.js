@@ -14,7 +14,7 @@ const $ = (id) => document.getElementById(id);
 
 // What the page shows. `objects` and `selected` are what undo/redo restore.
 const state = {
-  image: null, // {id, width, height, fileName, bitmap, singleMask}
+  image: null, // {id, width, height, fileName, bitmap, singleMask, maskInput}
   objects: [], // {id, name, colour, visible, points: [[x, y, label]], box: [x0, y0, x1, y1] | null, result}
   selected: null,
   nextId: 1,
@@ -302,7 +302,8 @@ function promptOf(object, extraPoint, withMaskInput) {
   }
   if (object.box) prompt.box = object.box;
   const current = chosenMask(object);
-  if (withMaskInput && current && current.logits_id) prompt.mask_input = current.logits_id;
+  const refine = withMaskInput && state.image.maskInput;
+  if (refine && current && current.logits_id) prompt.mask_input = current.logits_id;
   const single = points.length === 1 && !object.box;
   return { prompt, multimask: single && !state.image.singleMask };
 }
@@ -448,9 +449,10 @@ async function openImage(file) {
     } catch {
       throw new ApiError(0, 'browser', 'the server read this image but this browser cannot display its format');
     }
-    const singleMask = await decodesOneMask(info.model);
+    const { singleMask, maskInput } = await abilities(info.model);
     state.image = {
       id: info.image_id, width: info.width, height: info.height, fileName: file.name || 'image', bitmap, singleMask,
+      maskInput,
     };
     // A decoder with one mask per prompt has no candidates to offer, and no grid of them to segment everything.
     $('everything').disabled = singleMask;
@@ -547,14 +549,17 @@ function exportCoco() {
   download(new Blob([JSON.stringify(coco)], { type: 'application/json' }), `${baseName()}-coco.json`);
 }
 
-/** Whether the model gives one mask per prompt (`single_mask` in GET /v1/models): then no multimask requests. */
-async function decodesOneMask(model) {
+/**
+ * What the model's decoder can do (GET /v1/models): whether it gives one mask per prompt (then no multimask
+ * requests) and whether it takes mask_input (EdgeSAM's does not: clicks then start from the prompts alone).
+ */
+async function abilities(model) {
   try {
     const response = await fetch('/v1/models');
     const listed = (await response.json()).models.find((entry) => entry.name === model);
-    return Boolean(listed && listed.single_mask);
+    return { singleMask: Boolean(listed && listed.single_mask), maskInput: !listed || listed.mask_input !== false };
   } catch {
-    return false;
+    return { singleMask: false, maskInput: true };
   }
 }
 

@@ -145,7 +145,8 @@ fn instance_ious(model: &SamModel, embedding: &Embedding, truth: &BinaryMask) ->
         let Some(spot) = deepest_point(&xor(&current.runs.binary(), truth)) else { break };
         let label = if truth.get(spot.0, spot.1) { PointLabel::Foreground } else { PointLabel::Background };
         points.push(click(spot, label));
-        let prompt = Prompt { points: points.clone(), bbox: None, mask_input: Some(current.low_res.clone()) };
+        let mask_input = model.decoder.takes_mask_input().then(|| current.low_res.clone());
+        let prompt = Prompt { points: points.clone(), bbox: None, mask_input };
         current = masks_for(model, embedding, prompt, false)?.remove(0);
     }
     let points_3 = current.runs.binary().iou(truth);

@@ -171,6 +171,12 @@ pub fn segment_masks(
         )));
     }
     for (index, prompt) in prompts.iter().enumerate() {
+        if prompt.mask_input.is_some() && !model.decoder.takes_mask_input() {
+            return Err(ModelError::Unsupported(format!(
+                "prompt {index}: mask_input: the decoder of {} takes no mask input (points and boxes only)",
+                model.name()
+            )));
+        }
         prompt
             .validate(embedding.original, model.decoder.low_res_size())
             .map_err(|error| ModelError::Prompt { index, error })?;

@@ -214,12 +214,30 @@ fn a_single_mask_decoder_refuses_what_it_cannot_answer() {
 }
 
 #[test]
+fn a_decoder_without_mask_input_refuses_refinement_and_does_the_rest() {
+    let folder = common::fixtures().join("models/edgesam");
+    let server = Server::spawn(&["--model-dir", folder.to_str().unwrap()], &[]);
+    assert_eq!(server.get("/v1/models").json()["models"][0]["mask_input"], false);
+    let id = server.upload(&fixture_image("landscape.png"))["image_id"].as_str().unwrap().to_string();
+    let path = format!("/v1/images/{id}/segment");
+    let first = server.post_json(&path, &json!({"prompts": [click(475.0, 365.0)], "multimask": true})).json();
+    assert_eq!(first["results"][0]["masks"].as_array().unwrap().len(), 3);
+    let mut refine = click(475.0, 365.0);
+    refine["mask_input"] = first["results"][0]["logits_id"].clone();
+    let refused = server.post_json(&path, &json!({"prompts": [refine]}));
+    assert_eq!((refused.status, refused.error_code().as_str()), (422, "invalid_request"));
+    assert!(refused.json()["error"]["message"].as_str().unwrap().contains("takes no mask input"));
+    assert_eq!(server.post_json(&format!("/v1/images/{id}/everything"), &json!({})).status, 200);
+}
+
+#[test]
 fn models_folders_without_model_toml_are_found_in_the_models_directory() {
     let models = common::fixtures().join("models");
     let server = Server::spawn(&["--models", models.to_str().unwrap()], &[]);
     let listed = server.get("/v1/models").json();
     let names: Vec<&str> = listed["models"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
-    let expected = ["amg", "samexporter-external", "samexporter-hwc", "samexporter-quantized", "samexporter-single"];
+    let expected =
+        ["amg", "edgesam", "samexporter-external", "samexporter-hwc", "samexporter-quantized", "samexporter-single"];
     assert_eq!(names, [&expected[..], &["samserve-s", "tiny", "tiny-lean"]].concat());
 }
 

@@ -25,6 +25,11 @@ an external `<name>_data.bin` beside the graph), and tests/fixtures/models/samex
 quantized as samexporter's `--quantize-out` does (`quantize_dynamic`, unsigned 8-bit weights; AnyLabeling's
 `.quant.onnx` downloads), which answers close to, not exactly as, the float model.
 
+EdgeSAM's layout (tools/edgesam_export.py re-creates its exporter: points only, no mask input, outputs `scores`
+then `masks`) goes to tests/fixtures/models/edgesam/ under the file names its exporter gives a checkpoint
+`edge_sam_3x.pth`. Its decoder is SAM's, and EdgeSAM's predictor is SamPredictor's, so the answers are those of
+SamPredictor with no mask input: the cases of parity_samexporter.json without refinement.
+
 Run after make_fixtures.py and make_amg_fixtures.py:  python tools/make_layout_fixtures.py  (about a minute)
 """
 
@@ -42,6 +47,7 @@ from segment_anything import SamPredictor, sam_model_registry
 from segment_anything.utils.amg import calculate_stability_score
 from segment_anything.utils.onnx import SamOnnxModel
 
+import edgesam_export
 from make_fixtures import encode_mask, reference_case, to_rgb8
 from sam_tiny import build_sam
 from train_default import CONFIG
@@ -52,6 +58,7 @@ MODEL_TYPE = "samserve_amg"
 FOLDER = ROOT / "models" / "samexporter-hwc"
 SINGLE_FOLDER = ROOT / "models" / "samexporter-single"
 EXTERNAL_FOLDER = ROOT / "models" / "samexporter-external"
+EDGESAM_FOLDER = ROOT / "models" / "edgesam"
 QUANTIZED_FOLDER = ROOT / "models" / "samexporter-quantized"
 OPSET = 18  # samexporter's default
 
@@ -103,6 +110,13 @@ def export():
     finally:
         sam_model_registry["vit_h"] = vit_h
     shutil.copy(FOLDER / f"{MODEL_TYPE}.decoder.onnx", EXTERNAL_FOLDER)
+
+    EDGESAM_FOLDER.mkdir(parents=True, exist_ok=True)
+    sam = load_weights(WEIGHTS)
+    # EdgeSAM's encoder layout is the plain one of the AMG model's own encoder (input `image`); only its network
+    # (RepViT) differs, which the layout does not see.
+    shutil.copy(ROOT / "models" / "amg" / "encoder.onnx", EDGESAM_FOLDER / "edge_sam_3x_encoder.onnx")
+    edgesam_export.export_decoder(sam, EDGESAM_FOLDER / "edge_sam_3x_decoder.onnx")
 
     # samexporter's --quantize-out, on the files of the first folder.
     QUANTIZED_FOLDER.mkdir(parents=True, exist_ok=True)

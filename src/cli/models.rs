@@ -73,7 +73,15 @@ fn describe(model: &SamModel, folder: &Path) -> Result<String> {
             ),
         ),
         ("low-res masks", format!("{} x {}", low_res.height, low_res.width)),
-        ("prompts", "points, box, mask_input refinement".to_string()),
+        (
+            "prompts",
+            if decoder.takes_mask_input() {
+                "points, box, mask_input refinement"
+            } else {
+                "points, box (no mask_input)"
+            }
+            .to_string(),
+        ),
         ("multimask", supported(!single)),
         ("everything", supported(!single)),
         ("devices", format!("encoder {}, decoder {}", model.placement.0, model.placement.1)),

@@ -54,6 +54,9 @@ pub struct ModelInfo {
     /// Whether the decoder gives one mask per prompt, chosen inside the graph (exported with return_single_mask):
     /// then `multimask` and segment everything are refused with 422.
     pub single_mask: bool,
+    /// Whether prompts may carry `mask_input` (refinement from earlier logits); EdgeSAM's export takes points and
+    /// boxes only, and answers `mask_input` with 422.
+    pub mask_input: bool,
     /// Whether several prompts share one decoder run.
     pub batches_prompts: bool,
     /// Where the encoder sessions run: `cpu` or `cuda:N`.
@@ -85,6 +88,7 @@ pub async fn models(state: Data<AppState>) -> Result<HttpResponse, ApiError> {
                 low_res_size: [low_res.height, low_res.width],
                 decoder: if model.decoder.takes_orig_im_size() { "official" } else { "lean" },
                 single_mask: model.decoder.single_mask(),
+                mask_input: model.decoder.takes_mask_input(),
                 batches_prompts: model.decoder.batches_prompts(),
                 encoder_device: model.placement.0.to_string(),
                 decoder_device: model.placement.1.to_string(),

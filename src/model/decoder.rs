@@ -1,9 +1,10 @@
 //! The prompt decoder: prompts -> the official SamOnnxModel input tensors -> predicted IoU and low-res logits.
 //!
-//! Works with the official export (`orig_im_size` input, `masks` output, one prompt per run) and with lean exports
-//! (no in-graph upsampling, a dynamic prompt axis so that many prompts share one run). The full-resolution masks are
-//! never taken from the graph: they are upsampled in Rust from `low_res_masks` (see `crate::mask::upscale`), only for
-//! the masks that are returned.
+//! Works with the official export (`orig_im_size` input, `masks` output, one prompt per run), with lean exports
+//! (no in-graph upsampling, a dynamic prompt axis so that many prompts share one run), and with EdgeSAM's export
+//! (points only: no `mask_input`, outputs `scores` and low-res `masks`). The full-resolution masks are never taken
+//! from the graph: they are upsampled in Rust from the low-res logits (see `crate::mask::upscale`), only for the
+//! masks that are returned.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,10 +17,11 @@ use super::pool::SessionPool;
 use super::prompt::Prompt;
 use super::{Embedding, ImageSize, Manifest, ModelError, static_dims};
 
-const IOU_PREDICTIONS: &str = "iou_predictions";
-const LOW_RES_MASKS: &str = "low_res_masks";
 const ORIG_IM_SIZE: &str = "orig_im_size";
-const REQUIRED_INPUTS: [&str; 5] = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"];
+const REQUIRED_INPUTS: [&str; 3] = ["image_embeddings", "point_coords", "point_labels"];
+const MASK_INPUTS: [&str; 2] = ["mask_input", "has_mask_input"];
+/// The (scores, low-res logits) outputs: SamOnnxModel's, then EdgeSAM's.
+const OUTPUT_NAMES: [(&str, &str); 2] = [("iou_predictions", "low_res_masks"), ("scores", "masks")];
 
 /// The decoder's answer for one prompt: every mask token it produced (4 for the official export: token 0 is the
 /// single-mask output, 1..=3 the multimask candidates; 1 for a `return_single_mask` export).
@@ -33,6 +35,11 @@ pub struct DecodedPrompt {
 
 pub struct Decoder {
     sessions: SessionPool,
+    /// The outputs read: the scores per mask token and the low-res logits.
+    scores_output: &'static str,
+    low_res_output: &'static str,
+    /// Whether the graph takes `mask_input` (refinement from earlier logits); EdgeSAM's export does not.
+    takes_mask_input: bool,
     /// Mask tokens per prompt when the graph states it: 4 (official), 1 (`return_single_mask` exports).
     mask_count: Option<usize>,
     has_orig_im_size: bool,
@@ -65,24 +72,51 @@ impl Decoder {
         for name in REQUIRED_INPUTS {
             static_dims(session.inputs(), name, file)?;
         }
-        for name in [IOU_PREDICTIONS, LOW_RES_MASKS] {
-            static_dims(session.outputs(), name, file)?;
-        }
-        let low_res_size = match static_dims(session.inputs(), "mask_input", file)?.as_slice() {
+        let has_input = |name: &str| session.inputs().iter().any(|i| i.name() == name);
+        let takes_mask_input = match MASK_INPUTS.map(has_input) {
+            [true, true] => true,
+            [false, false] => false,
+            _ => return Err(contract("it takes one of mask_input and has_mask_input without the other".into())),
+        };
+        let has_output = |name: &str| session.outputs().iter().any(|o| o.name() == name);
+        let (scores_output, low_res_output) = OUTPUT_NAMES
+            .into_iter()
+            .find(|(scores, low_res)| has_output(scores) && has_output(low_res))
+            .ok_or_else(|| contract("it has neither iou_predictions and low_res_masks nor scores and masks".into()))?;
+        let mask_dims = if takes_mask_input {
+            static_dims(session.inputs(), "mask_input", file)?
+        } else {
+            static_dims(session.outputs(), low_res_output, file)?
+        };
+        let low_res_size = match mask_dims.as_slice() {
             [_, _, Some(h), Some(w)] => ImageSize::new(*h, *w),
             // SAM's mask decoder upscales the embedding grid 4x.
             [_, _, None, None] => ImageSize::new(4 * embedding_shape[1], 4 * embedding_shape[2]),
-            other => return Err(contract(format!("mask_input must be [B, 1, h, w], not {other:?}"))),
+            other => return Err(contract(format!("the low-res masks must be [B, M, h, w], not {other:?}"))),
         };
         let batches_prompts = static_dims(session.inputs(), "point_coords", file)?.first() == Some(&None);
-        let mask_count = static_dims(session.outputs(), IOU_PREDICTIONS, file)?.get(1).copied().flatten();
+        let mask_count = static_dims(session.outputs(), scores_output, file)?.get(1).copied().flatten();
         let has_orig_im_size = session.inputs().iter().any(|i| i.name() == ORIG_IM_SIZE);
-        Ok(Self { sessions: SessionPool::new(sessions), mask_count, has_orig_im_size, batches_prompts, low_res_size })
+        Ok(Self {
+            sessions: SessionPool::new(sessions),
+            scores_output,
+            low_res_output,
+            takes_mask_input,
+            mask_count,
+            has_orig_im_size,
+            batches_prompts,
+            low_res_size,
+        })
     }
 
     /// Whether the graph takes `orig_im_size` (the official export) rather than being a lean export.
     pub fn takes_orig_im_size(&self) -> bool {
         self.has_orig_im_size
+    }
+
+    /// Whether prompts can carry `mask_input` (earlier low-res logits to refine).
+    pub fn takes_mask_input(&self) -> bool {
+        self.takes_mask_input
     }
 
     /// Whether the graph gives one mask per prompt, chosen inside it (`SamOnnxModel(return_single_mask=True)`:
@@ -156,23 +190,25 @@ impl Decoder {
             "image_embeddings" => image_embeddings,
             "point_coords" => TensorRef::from_array_view(&coords)?,
             "point_labels" => TensorRef::from_array_view(&labels)?,
-            "mask_input" => TensorRef::from_array_view(&mask_input)?,
-            "has_mask_input" => TensorRef::from_array_view(&has_mask_input)?,
         ];
+        if self.takes_mask_input {
+            inputs.push(("mask_input".into(), TensorRef::from_array_view(&mask_input)?.into()));
+            inputs.push(("has_mask_input".into(), TensorRef::from_array_view(&has_mask_input)?.into()));
+        }
         if self.has_orig_im_size {
             inputs.push((ORIG_IM_SIZE.into(), TensorRef::from_array_view(&orig_im_size)?.into()));
         }
         self.sessions.with_session(|session| {
             let outputs = session.run(inputs)?;
             let contract = |message: String| ModelError::Contract { file: "decoder".into(), message };
-            let scores = outputs[IOU_PREDICTIONS]
+            let scores = outputs[self.scores_output]
                 .try_extract_array::<f32>()?
                 .into_dimensionality::<ndarray::Ix2>()
-                .map_err(|e| contract(format!("{IOU_PREDICTIONS}: {e}")))?;
-            let low_res = outputs[LOW_RES_MASKS]
+                .map_err(|e| contract(format!("{}: {e}", self.scores_output)))?;
+            let low_res = outputs[self.low_res_output]
                 .try_extract_array::<f32>()?
                 .into_dimensionality::<ndarray::Ix4>()
-                .map_err(|e| contract(format!("{LOW_RES_MASKS}: {e}")))?;
+                .map_err(|e| contract(format!("{}: {e}", self.low_res_output)))?;
             if scores.nrows() != batch.len()
                 || low_res.shape()[0] != batch.len()
                 || low_res.shape()[1] != scores.ncols()

@@ -86,6 +86,16 @@ async function openLandscape({ hover = false } = {}) {
   return upload.image_id;
 }
 
+/** Starts a server with these model folders and opens the fixture image on its page (hover off). */
+async function openLandscapeOn(models) {
+  const other = await startServer(models);
+  await page.goto(other.address);
+  await page.uncheck('#hover-toggle');
+  await page.setInputFiles('#file-input', landscape);
+  await page.waitForFunction(() => /encoded/.test(document.getElementById('upload-text').textContent));
+  return other;
+}
+
 /** Screen position of an image pixel (the canvas is scaled to fit). */
 async function screen(x, y) {
   const box = await page.locator('#prompt-canvas').boundingBox();
@@ -327,12 +337,8 @@ test('the page is served with cross-origin isolation headers', async () => {
 
 test('segment everything draws one object per generated mask', async () => {
   // The AMG fixture model: its masks pass the generator's default thresholds.
-  const amg = await startServer(['amg']);
+  const amg = await openLandscapeOn(['amg']);
   try {
-    await page.goto(amg.address);
-    await page.uncheck('#hover-toggle');
-    await page.setInputFiles('#file-input', landscape);
-    await page.waitForFunction(() => /encoded/.test(document.getElementById('upload-text').textContent));
     await page.waitForSelector('#everything:not([hidden])');
     const [response] = await Promise.all([
       page.waitForResponse((r) => r.url().endsWith('/everything') && r.request().method() === 'POST'),
@@ -363,12 +369,8 @@ test('segment everything draws one object per generated mask', async () => {
 });
 
 test('a model with a single-mask decoder segments clicks without asking for candidates', async () => {
-  const single = await startServer(['samexporter-single']);
+  const single = await openLandscapeOn(['samexporter-single']);
   try {
-    await page.goto(single.address);
-    await page.uncheck('#hover-toggle');
-    await page.setInputFiles('#file-input', landscape);
-    await page.waitForFunction(() => /encoded/.test(document.getElementById('upload-text').textContent));
     const [x, y] = await screen(475, 365);
     const { sent, answer } = await segmentCall(() => page.mouse.click(x, y));
     assert.equal(sent.multimask, false, 'no multimask request to a single-mask decoder');
@@ -378,5 +380,21 @@ test('a model with a single-mask decoder segments clicks without asking for cand
     assert.equal(await page.locator('#everything').isDisabled(), true, 'segment everything is not offered');
   } finally {
     single.child.kill();
+  }
+});
+
+test('a model whose decoder takes no mask_input gets clicks without it', async () => {
+  const edgesam = await openLandscapeOn(['edgesam']);
+  try {
+    const [x, y] = await screen(475, 365);
+    await segmentCall(() => page.mouse.click(x, y));
+    const [x2, y2] = await screen(500, 340);
+    const { sent, answer } = await segmentCall(() => page.mouse.click(x2, y2));
+    assert.equal(sent.prompts[0].points.length, 2);
+    assert.equal(sent.prompts[0].mask_input, undefined, 'no mask_input to a decoder that takes none');
+    assert.equal(answer.results[0].masks.length, 1);
+    assert.equal(await page.locator('#status').isVisible(), false, 'no error shown');
+  } finally {
+    edgesam.child.kill();
   }
 });
