@@ -376,6 +376,17 @@ function scheduleHover(point) {
 
 // ---- Pointer input ---------------------------------------------------------------------------------------------
 
+/** Scales the image, small or large, to the largest size that fits the stage and the window, keeping its aspect. */
+function fitToStage() {
+  if (!state.image) return;
+  const stage = $('stage');
+  const room = [stage.clientWidth, window.innerHeight - stage.getBoundingClientRect().top - 16];
+  const scale = Math.max(Math.min(room[0] / state.image.width, room[1] / state.image.height), 0.01);
+  const canvas = $('image-canvas');
+  canvas.style.width = `${Math.floor(state.image.width * scale)}px`;
+  canvas.style.height = `${Math.floor(state.image.height * scale)}px`;
+}
+
 /** Event position in original image pixels (the canvas is scaled to fit the window). */
 function imagePoint(event) {
   const rect = $('prompt-canvas').getBoundingClientRect();
@@ -469,6 +480,7 @@ async function openImage(file) {
     $('image-canvas').getContext('2d').drawImage(bitmap, 0, 0, info.width, info.height);
     $('placeholder').hidden = true;
     $('canvases').hidden = false;
+    fitToStage();
     const how = info.cached ? 'already encoded' : `encoded in ${info.encode_ms.toFixed(0)} ms`;
     progress(1, `${info.width}×${info.height}, ${how}`);
     render();
@@ -679,7 +691,10 @@ function wire() {
   $('export-coco').addEventListener('click', exportCoco);
   $('export-cutout').addEventListener('click', exportCutout);
   $('everything').addEventListener('click', segmentEverything);
-  window.addEventListener('resize', () => drawPrompts(null));
+  window.addEventListener('resize', () => {
+    fitToStage();
+    drawPrompts(null);
+  });
   render();
   offerEverything();
 }

@@ -281,6 +281,7 @@ fn routes(config: &mut web::ServiceConfig) {
         .service(ops::metrics)
         .service(ops::openapi)
         .service(page::index)
+        .service(page::favicon)
         .service(page::asset);
 }
 

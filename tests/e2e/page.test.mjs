@@ -311,6 +311,33 @@ test('a large image fits the window and clicks map to its pixels', async () => {
   closeTo(y, target[1], 0.5, 'y');
 });
 
+test('a small image is scaled up to fill the view and clicks map to its pixels', async () => {
+  await page.uncheck('#hover-toggle');
+  await page.setInputFiles('#file-input', join(root, 'tests', 'fixtures', 'images', 'tiny.png'));
+  await page.waitForFunction(() => /encoded/.test(document.getElementById('upload-text').textContent));
+  const box = await page.locator('#prompt-canvas').boundingBox();
+  assert.ok(box.width > 37 * 10 && box.width <= 1280 && box.height < 800, `scaled up: ${box.width}x${box.height}`);
+  closeTo(box.width / box.height, 37 / 23, 0.05, 'aspect ratio');
+  const { sent } = await segmentCall(() => page.mouse.click(box.x + (20.5 / 37) * box.width, box.y + (11.5 / 23) * box.height));
+  const [x, y] = sent.prompts[0].points[0];
+  closeTo(x, 20.5, 0.1, 'x');
+  closeTo(y, 11.5, 0.1, 'y');
+});
+
+test('the page loads without console errors and has an icon', async () => {
+  const errors = [];
+  page.on('console', (message) => { if (message.type() === 'error') errors.push(message.text()); });
+  page.on('pageerror', (error) => errors.push(error.message));
+  await page.goto(base);
+  await page.waitForLoadState('networkidle');
+  assert.deepEqual(errors, []);
+  for (const path of ['/favicon.ico', '/assets/favicon.svg']) {
+    const response = await fetch(`${base}${path}`);
+    assert.equal(response.status, 200, path);
+    assert.match(response.headers.get('content-type'), /image\/svg\+xml/);
+  }
+});
+
 test('a corrupt file shows the server error in words', async () => {
   const broken = Buffer.from(readFileSync(landscape));
   broken.fill(0x5a, 100, 400);
