@@ -33,15 +33,7 @@ fn parity_case(image: &str, name: &str) -> (serde_json::Value, samserve::mask::B
 fn parity_case_in(fixture_file: &str, image: &str, name: &str) -> (serde_json::Value, samserve::mask::BinaryMask) {
     let fixtures = common::read_json(fixture_file);
     let case = fixtures["cases"].as_array().unwrap().iter().find(|c| c["image"] == image && c["name"] == name).unwrap();
-    let best = case["masks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .max_by(|a, b| a["score"].as_f64().unwrap().total_cmp(&b["score"].as_f64().unwrap()))
-        .unwrap();
-    let size = [best["size"][0].as_u64().unwrap() as usize, best["size"][1].as_u64().unwrap() as usize];
-    let coco = rle::CocoRle { size, counts: best["counts"].as_str().unwrap().to_string() };
-    (case["prompt"].clone(), rle::decode(&coco).unwrap())
+    (case["prompt"].clone(), common::best_official_mask(case))
 }
 
 /// `samserve segment` on a fixture model and image, writing `out`; panics with stderr on failure.

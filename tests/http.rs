@@ -179,15 +179,7 @@ fn a_folder_of_samexporter_files_is_served_as_published() {
     for case in cases.iter().filter(|c| c["image"] == "landscape.png" && c["prompt"].get("refine_from").is_none()) {
         let body = json!({"prompts": [case["prompt"]], "multimask": case["multimask"]});
         let answer = server.post_json(&format!("/v1/images/{id}/segment"), &body).json();
-        let best = case["masks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .max_by(|a, b| a["score"].as_f64().partial_cmp(&b["score"].as_f64()).unwrap())
-            .unwrap();
-        let official: CocoRle =
-            serde_json::from_value(json!({"size": best["size"], "counts": best["counts"]})).unwrap();
-        let iou = decode_rle(&answer["results"][0]["masks"][0]["rle"]).iou(&rle::decode(&official).unwrap());
+        let iou = decode_rle(&answer["results"][0]["masks"][0]["rle"]).iou(&common::best_official_mask(case));
         assert!(iou >= 0.99, "{}: IoU {iou} with SamPredictor's mask", case["name"]);
     }
 }

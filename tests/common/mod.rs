@@ -74,6 +74,16 @@ pub fn load_model(name: &str) -> SamModel {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The highest-scored of the official masks of a parity case (`{"masks": [{"score", "size", "counts"}, ...]}`).
+pub fn best_official_mask(case: &serde_json::Value) -> samserve::mask::BinaryMask {
+    let score = |mask: &serde_json::Value| mask["score"].as_f64().expect("a score");
+    let masks = case["masks"].as_array().expect("masks");
+    let best = masks.iter().max_by(|a, b| score(a).total_cmp(&score(b))).expect("at least one mask");
+    let size = [best["size"][0].as_u64().unwrap() as usize, best["size"][1].as_u64().unwrap() as usize];
+    let counts = best["counts"].as_str().expect("RLE counts").to_string();
+    samserve::mask::rle::decode(&samserve::mask::rle::CocoRle { size, counts }).expect("a valid RLE")
+}
+
 pub fn read_json(name: &str) -> serde_json::Value {
     let text = std::fs::read_to_string(fixtures().join(name)).unwrap();
     serde_json::from_str(&text).unwrap()
