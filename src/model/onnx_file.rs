@@ -7,7 +7,7 @@
 //! `TensorShapeProto.dim` = 1; `Dimension.dim_value` = 1 (a dimension without it is symbolic).
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Seek};
+use std::io::{self, BufReader, Read, Seek};
 use std::path::Path;
 
 const MODEL_GRAPH: u64 = 7;
@@ -51,12 +51,14 @@ pub fn graph_names(path: &Path) -> io::Result<GraphNames> {
     let mut reader = BufReader::new(file);
     let mut names = GraphNames::default();
     let mut found_graph = false;
-    for_each_field(&mut reader, length, &mut |reader, field, size| {
+    for_each_field(&mut reader, length, &mut |reader, field, wire| {
+        let Wire::Bytes(size) = wire else { return Ok(()) };
         if field != MODEL_GRAPH {
             return skip(reader, size);
         }
         found_graph = true;
-        for_each_field(reader, size, &mut |reader, field, size| {
+        for_each_field(reader, size, &mut |reader, field, wire| {
+            let Wire::Bytes(size) = wire else { return Ok(()) };
             let list = match field {
                 GRAPH_INPUT => &mut names.inputs,
                 GRAPH_OUTPUT => &mut names.outputs,
@@ -74,12 +76,19 @@ pub fn graph_names(path: &Path) -> io::Result<GraphNames> {
     Ok(names)
 }
 
-/// Calls `visit(reader, field number, size)` for each length-delimited field of the next `length` bytes; other
-/// wire types are read past. `visit` must consume exactly `size` bytes. For files: weights are seeked over.
-fn for_each_field<R: BufRead + Seek>(
+/// A field as the wire gives it: a varint's value, or the size of a length-delimited field's bytes.
+enum Wire {
+    Varint(u64),
+    Bytes(u64),
+}
+
+/// Calls `visit(reader, field number, wire)` for each varint and length-delimited field of the next `length`
+/// bytes; fixed-width fields are read past. For `Wire::Bytes(size)`, `visit` must consume exactly `size` bytes
+/// (reading them, or seeking over them: weights are never read).
+fn for_each_field<R: Read + Seek>(
     reader: &mut R,
     length: u64,
-    visit: &mut dyn FnMut(&mut R, u64, u64) -> io::Result<()>,
+    visit: &mut dyn FnMut(&mut R, u64, Wire) -> io::Result<()>,
 ) -> io::Result<()> {
     let mut consumed = 0;
     while consumed < length {
@@ -87,7 +96,11 @@ fn for_each_field<R: BufRead + Seek>(
         consumed += key_bytes;
         let (field, wire_type) = (key >> 3, key & 7);
         let size = match wire_type {
-            0 => varint(reader)?.1,
+            0 => {
+                let (value, value_bytes) = varint(reader)?;
+                visit(reader, field, Wire::Varint(value))?;
+                value_bytes
+            }
             1 => skip(reader, 8).map(|()| 8)?,
             5 => skip(reader, 4).map(|()| 4)?,
             2 => {
@@ -96,7 +109,7 @@ fn for_each_field<R: BufRead + Seek>(
                 if consumed + size > length {
                     return Err(invalid("a field runs past its message"));
                 }
-                visit(reader, field, size)?;
+                visit(reader, field, Wire::Bytes(size))?;
                 size
             }
             other => return Err(invalid(&format!("wire type {other} is not used by ONNX"))),
@@ -117,28 +130,19 @@ enum Field<'a> {
 
 /// The fields of an encoded message, in order (fixed-width ones skipped).
 fn fields(bytes: &[u8]) -> io::Result<Vec<(u64, Field<'_>)>> {
-    let mut reader = io::Cursor::new(bytes);
     let mut found = Vec::new();
-    while (reader.position() as usize) < bytes.len() {
-        let key = varint(&mut reader)?.0;
-        match key & 7 {
-            0 => found.push((key >> 3, Field::Varint(varint(&mut reader)?.0))),
-            1 => skip(&mut reader, 8)?,
-            5 => skip(&mut reader, 4)?,
-            2 => {
-                let size = to_usize(varint(&mut reader)?.0)?;
-                let start = reader.position() as usize;
-                let end = start.checked_add(size).filter(|&end| end <= bytes.len());
-                let end = end.ok_or_else(|| invalid("a field runs past its message"))?;
-                found.push((key >> 3, Field::Bytes(&bytes[start..end])));
-                reader.set_position(end as u64);
+    let mut cursor = io::Cursor::new(bytes);
+    for_each_field(&mut cursor, bytes.len() as u64, &mut |cursor, field, wire| {
+        match wire {
+            Wire::Varint(value) => found.push((field, Field::Varint(value))),
+            Wire::Bytes(size) => {
+                let start = cursor.position() as usize;
+                found.push((field, Field::Bytes(&bytes[start..start + to_usize(size)?])));
+                skip(cursor, size)?;
             }
-            other => return Err(invalid(&format!("wire type {other} is not used by ONNX"))),
         }
-    }
-    if reader.position() as usize > bytes.len() {
-        return Err(invalid("a field runs past its message"));
-    }
+        Ok(())
+    })?;
     Ok(found)
 }
 
