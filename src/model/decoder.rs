@@ -96,7 +96,7 @@ impl Decoder {
         };
         let batches_prompts = static_dims(session.inputs(), "point_coords", file)?.first() == Some(&None);
         let mask_count = static_dims(session.outputs(), scores_output, file)?.get(1).copied().flatten();
-        let has_orig_im_size = session.inputs().iter().any(|i| i.name() == ORIG_IM_SIZE);
+        let has_orig_im_size = has_input(ORIG_IM_SIZE);
         Ok(Self {
             sessions: SessionPool::new(sessions),
             scores_output,
