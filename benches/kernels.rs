@@ -32,7 +32,9 @@ fn kernels(c: &mut Criterion) {
     let resized = resized_size(original, 1024);
     c.bench_function("resize 2304x1536 -> 1024", |b| b.iter(|| resize_bilinear(black_box(&image), resized)));
     let small = resize_bilinear(&image, resized);
-    c.bench_function("normalize and pad to 1024", |b| b.iter(|| normalize_and_pad(black_box(&small), 1024, MEAN, STD)));
+    c.bench_function("normalize and pad to 1024", |b| {
+        b.iter(|| normalize_and_pad(black_box(small.as_raw()), small.width() as usize, 1024, MEAN, STD))
+    });
 
     let low_res = logits();
     c.bench_function("upsample 256 -> 2304x1536", |b| {
@@ -44,7 +46,7 @@ fn kernels(c: &mut Criterion) {
     });
     let full = upscale_logits(low_res.view(), 1024, resized, original);
     c.bench_function("threshold 2304x1536", |b| b.iter(|| mask::threshold(black_box(&full))));
-    c.bench_function("stability score 2304x1536", |b| b.iter(|| mask::stability_score(black_box(&full), 1.0)));
+    c.bench_function("stability score 2304x1536", |b| b.iter(|| mask::stability_score(black_box(full.view()), 1.0)));
 
     let binary: BinaryMask = mask::threshold(&full);
     c.bench_function("RLE encode 2304x1536", |b| b.iter(|| rle::encode(black_box(&binary))));

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::mask::full_size::{MaskRuns, threshold_at_original};
-use crate::mask::upscale::upscale_to_input;
+use crate::mask::upscale::logits_before_last_resize;
 use crate::mask::{self, BinaryMask, rle::CocoRle};
 use crate::model::{Embedding, ModelError, Point, PointLabel, Prompt, PromptError, SamModel};
 
@@ -182,19 +182,18 @@ pub fn segment_masks(
             .map_err(|error| ModelError::Prompt { index, error })?;
     }
     let decoded = model.decoder.decode(embedding, prompts)?;
-    let input_size = model.encoder.input_size();
+    let (family, input_size) = (model.encoder.family(), model.encoder.input_size());
     // Prompts in parallel (one prompt runs inline, without waking the pool); a prompt's masks one after the other:
     // a few tens of microseconds each, less than handing them to other threads costs on busy cores.
     Ok(decoded
         .into_par_iter()
         .map(|prompt| {
-            let tokens = prompt.scores.len();
-            // Official slicing: multimask = tokens 1..=3, single = token 0; a single-mask export has only its choice.
-            let selected = if multimask && tokens > 1 { 1..tokens } else { 0..1 };
-            let mut masks: Vec<Mask> = selected
+            let mut masks: Vec<Mask> = model
+                .decoder
+                .answer_tokens(&prompt.scores, multimask)
                 .map(|token| {
                     let low_res = prompt.low_res.index_axis(Axis(0), token).to_owned();
-                    let at_input = upscale_to_input(low_res.view(), input_size, embedding.resized);
+                    let at_input = logits_before_last_resize(family, low_res.view(), input_size, embedding.resized);
                     let (runs, stability_score) =
                         threshold_at_original(at_input.view(), embedding.original, STABILITY_SCORE_OFFSET);
                     Mask { score: prompt.scores[token], stability_score, runs, low_res: Arc::new(low_res) }

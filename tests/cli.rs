@@ -300,6 +300,10 @@ fn models_inspect_says_what_a_folder_holds_or_why_it_cannot_be_served() {
     }
     let single = String::from_utf8_lossy(&inspect(&models.join("samexporter-single")).stdout).into_owned();
     assert!(single.contains("multimask      no") && single.contains("1 mask per prompt"), "{single}");
+    let sam2 = String::from_utf8_lossy(&inspect(&models.join("sam2-samexporter")).stdout).into_owned();
+    for expected in ["family         sam2", "high_res_feats_0 [", "image_embed [", "3 multimask candidates"] {
+        assert!(sam2.contains(expected), "{expected} missing from:\n{sam2}");
+    }
     let refused = stderr_of(&inspect(&common::fixtures()));
     assert!(refused.contains("not one encoder and one decoder") && refused.trim().lines().count() == 1, "{refused}");
 }

@@ -206,6 +206,39 @@ fn a_single_mask_decoder_refuses_what_it_cannot_answer() {
 }
 
 #[test]
+fn a_sam2_folder_serves_clicks_refinement_and_everything() {
+    let folder = common::fixtures().join("models/sam2-samexporter");
+    let server = Server::spawn(&["--model-dir", folder.to_str().unwrap()], &[]);
+    let info = server.get("/v1/models").json()["models"][0].clone();
+    assert_eq!((info["family"].as_str(), info["single_mask"].as_bool()), (Some("sam2"), Some(false)));
+    let tensors: Vec<&str> =
+        info["embedding_tensors"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(tensors, ["high_res_feats_0", "high_res_feats_1", "image_embed"]);
+    let id = server.upload(&fixture_image("landscape.png"))["image_id"].as_str().unwrap().to_string();
+    let path = format!("/v1/images/{id}/segment");
+    let multimask = server.post_json(&path, &json!({"prompts": [click(475.0, 365.0)], "multimask": true})).json();
+    let candidates = multimask["results"][0]["masks"].as_array().unwrap();
+    assert_eq!(candidates.len(), 3);
+    // The export has no single-mask token: a single-mask request gets the best candidate.
+    let single = server.post_json(&path, &json!({"prompts": [click(475.0, 365.0)]})).json();
+    let best = &single["results"][0]["masks"].as_array().unwrap()[0];
+    assert_eq!(
+        (best["score"].clone(), best["area"].clone()),
+        (candidates[0]["score"].clone(), candidates[0]["area"].clone())
+    );
+    let mut refine = click(475.0, 365.0);
+    refine["mask_input"] = multimask["results"][0]["logits_id"].clone();
+    assert_eq!(server.post_json(&path, &json!({"prompts": [refine]})).status, 200);
+    let everything = server.post_json(
+        &format!("/v1/images/{id}/everything"),
+        &json!({"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}),
+    );
+    assert_eq!(everything.status, 200);
+    assert!(!everything.json()["masks"].as_array().unwrap().is_empty());
+    assert_still_serving(&server, &id);
+}
+
+#[test]
 fn a_decoder_without_mask_input_refuses_refinement_and_does_the_rest() {
     let folder = common::fixtures().join("models/edgesam");
     let server = Server::spawn(&["--model-dir", folder.to_str().unwrap()], &[]);
@@ -228,8 +261,15 @@ fn models_folders_without_model_toml_are_found_in_the_models_directory() {
     let server = Server::spawn(&["--models", models.to_str().unwrap()], &[]);
     let listed = server.get("/v1/models").json();
     let names: Vec<&str> = listed["models"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
-    let expected =
-        ["amg", "edgesam", "samexporter-external", "samexporter-hwc", "samexporter-quantized", "samexporter-single"];
+    let expected = [
+        "amg",
+        "edgesam",
+        "sam2-samexporter",
+        "samexporter-external",
+        "samexporter-hwc",
+        "samexporter-quantized",
+        "samexporter-single",
+    ];
     assert_eq!(names, [&expected[..], &["samserve-s", "tiny", "tiny-lean"]].concat());
 }
 

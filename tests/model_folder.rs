@@ -46,7 +46,7 @@ fn bad_manifests_are_rejected_with_the_reason() {
         other => panic!("{name}: {other:?}"),
     };
     assert!(invalid("typo", "encoder = \"e.onnx\"\ndecoder = \"d.onnx\"\nimage_sise = 3\n").contains("image_sise"));
-    assert!(invalid("family", "family = \"sam2\"\nencoder = \"e\"\ndecoder = \"d\"\n").contains("sam2"));
+    assert!(invalid("family", "family = \"sam3\"\nencoder = \"e\"\ndecoder = \"d\"\n").contains("sam3"));
     assert!(invalid("no-decoder", "encoder = \"e.onnx\"\n").contains("decoder"));
     assert!(
         invalid("zero-std", "encoder = \"e\"\ndecoder = \"d\"\npixel_std = [1.0, 0.0, 1.0]\n").contains("pixel_std")
@@ -146,4 +146,39 @@ fn an_encoder_and_a_decoder_of_different_models_are_refused() {
     assert!(matches!(error, ModelError::Contract { .. }), "{error}");
     let message = error.to_string();
     assert!(message.contains("[64, 16, 16]") && message.contains("[128, 16, 16]") && message.contains("not one model"));
+}
+
+#[test]
+fn sam_and_sam2_halves_do_not_make_a_model() {
+    let sam_encoder = fixture_bytes("tiny/encoder.onnx");
+    let sam2_decoder = fixture_bytes("sam2-samexporter/sam2_hiera_tiny.decoder.onnx");
+    let folder =
+        folder_of("sam-encoder-sam2-decoder", &[("encoder.onnx", &sam_encoder), ("decoder.onnx", &sam2_decoder)]);
+    let message = SamModel::load(&folder, common::runtime(), SessionCounts::default()).err().unwrap().to_string();
+    assert!(message.contains("`image_embed`") && message.contains("not one model"), "{message}");
+
+    let sam2_encoder = fixture_bytes("sam2-samexporter/sam2_hiera_tiny.encoder.onnx");
+    let sam_decoder = fixture_bytes("tiny/decoder.onnx");
+    let folder =
+        folder_of("sam2-encoder-sam-decoder", &[("encoder.onnx", &sam2_encoder), ("decoder.onnx", &sam_decoder)]);
+    let message = SamModel::load(&folder, common::runtime(), SessionCounts::default()).err().unwrap().to_string();
+    assert!(message.contains("`high_res_feats_0`") && message.contains("not one model"), "{message}");
+}
+
+#[test]
+fn a_model_toml_family_must_be_the_decoders() {
+    let sam2 = common::fixtures().join("models").join("sam2-samexporter");
+    let toml = |family: &str| {
+        format!(
+            "family = \"{family}\"\nencoder = \"{}\"\ndecoder = \"{}\"\n",
+            sam2.join("sam2_hiera_tiny.encoder.onnx").display(),
+            sam2.join("sam2_hiera_tiny.decoder.onnx").display()
+        )
+    };
+    let runtime = common::runtime();
+    let stated = SamModel::load(&folder_with("sam2-stated", &toml("sam2")), runtime, SessionCounts::default()).unwrap();
+    assert_eq!(stated.encoder.family(), samserve::model::Family::Sam2);
+    let error = SamModel::load(&folder_with("sam2-as-sam", &toml("sam")), runtime, SessionCounts::default()).err();
+    let message = error.unwrap().to_string();
+    assert!(message.contains("family = \"sam\", but this is a sam2 decoder"), "{message}");
 }

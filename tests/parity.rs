@@ -1,5 +1,6 @@
 //! Parity with the official segment-anything SamPredictor, on fixtures that tools/make_fixtures.py produced (and
-//! tools/make_layout_fixtures.py, for a model in samexporter's published layout).
+//! tools/make_layout_fixtures.py for SAM in the published layouts, tools/make_sam2_fixtures.py for SAM 2 and its
+//! SAM2ImagePredictor).
 //!
 //! For every image and prompt kind, with the official decoder export and with the lean one: each mask has IoU >= 0.99
 //! with the official mask (>= 0.97 with the embedding stored as f16), predicted IoU within 1e-3 and the stability
@@ -13,7 +14,7 @@ use std::sync::Arc;
 
 use samserve::image_input::{ImageLimits, decode_image};
 use samserve::mask::{BinaryMask, bbox_xywh, rle};
-use samserve::model::{Embedding, InputLayout, Point, PointLabel, Prompt, SamModel};
+use samserve::model::{Embedding, Family, InputLayout, MaskTokens, Point, PointLabel, Prompt, SamModel};
 use samserve::segment::{MaskResult, OutputFormat, SegmentOptions, segment};
 use serde_json::Value;
 
@@ -232,6 +233,19 @@ fn edgesam_files_match_sam_predictor_and_refuse_mask_input() {
     };
     let error = segment(&model, &embedding, &[prompt], &options(false)).err().unwrap();
     assert!(error.to_string().contains("takes no mask input"), "{error}");
+}
+
+/// SAM 2 as samexporter exports it (three embedding tensors, the padding point added in the graph, the three
+/// multimask candidates only), against `SAM2ImagePredictor` on the same weights (tools/make_sam2_fixtures.py).
+#[test]
+fn sam2_samexporter_files_match_sam2_image_predictor() {
+    let model = common::load_model("sam2-samexporter");
+    assert_eq!(model.encoder.family(), Family::Sam2);
+    let tensors: Vec<&str> = model.encoder.embedding_tensors().map(|(name, _)| name).collect();
+    assert_eq!(tensors, ["high_res_feats_0", "high_res_feats_1", "image_embed"]);
+    assert_eq!(model.decoder.mask_tokens(), MaskTokens::Multimask);
+    run_parity("sam2-samexporter", "parity_sam2.json", false);
+    run_parity("sam2-samexporter", "parity_sam2.json", true);
 }
 
 /// samexporter's other two choices: the encoder without the preprocessing inside, and a decoder exported with

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::mask::full_size::{MaskRuns, threshold_at_original};
 use crate::mask::nms::{BoxXyxy, nms};
 use crate::mask::regions::{RegionKind, remove_small_regions};
-use crate::mask::upscale::upscale_to_input;
+use crate::mask::upscale::logits_before_last_resize;
 use crate::mask::{self, BinaryMask, rle};
 use crate::model::{Embedding, ImageSize, ModelError, Point, PointLabel, Prompt, SamModel};
 pub use grid::CropBox;
@@ -278,26 +278,24 @@ fn process_batch(
         .map(|&[x, y]| Prompt { points: vec![Point { x, y, label: PointLabel::Foreground }], ..Prompt::default() })
         .collect();
     let decoded = model.decoder.decode(embedding, &prompts)?;
-    // Prompt-major, then token, as the official `flatten(0, 1)`; multimask = tokens 1..=3.
+    // Prompt-major, then token, as the official `flatten(0, 1)`: the multimask candidates.
     let candidates: Vec<(usize, usize)> = decoded
         .iter()
         .enumerate()
-        .flat_map(|(p, answer)| {
-            let tokens = answer.scores.len();
-            (if tokens > 1 { 1..tokens } else { 0..1 }).map(move |t| (p, t))
-        })
+        .flat_map(|(p, answer)| model.decoder.answer_tokens(&answer.scores, true).map(move |t| (p, t)))
         .filter(|&(p, t)| params.pred_iou_thresh <= 0.0 || decoded[p].scores[t] > params.pred_iou_thresh)
         .collect();
-    let input_size = model.encoder.input_size();
+    let (family, input_size) = (model.encoder.family(), model.encoder.input_size());
     let filters_stability = params.stability_score_thresh > 0.0;
     let offset = params.stability_score_offset;
     Ok(candidates
         .into_par_iter()
         .filter_map(|(p, t)| {
             let low_res = decoded[p].low_res.index_axis(Axis(0), t);
-            let at_input = upscale_to_input(low_res, input_size, embedding.resized);
+            let at_input = logits_before_last_resize(family, low_res, input_size, embedding.resized);
             if filters_stability
-                && mask::stability_score(&at_input, offset) < params.stability_score_thresh - STABILITY_PREFILTER_MARGIN
+                && mask::stability_score(at_input.view(), offset)
+                    < params.stability_score_thresh - STABILITY_PREFILTER_MARGIN
             {
                 return None;
             }

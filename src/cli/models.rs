@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use samserve::model::manifest::MANIFEST_FILE;
-use samserve::model::{InputLayout, Runtime, SamModel};
+use samserve::model::{InputLayout, MaskTokens, Runtime, SamModel};
 
 #[derive(Args)]
 pub struct ModelsArgs {
@@ -40,11 +40,14 @@ fn describe(model: &SamModel, folder: &Path) -> Result<String> {
     let (encoder, decoder) = (&model.encoder, &model.decoder);
     let single = decoder.single_mask();
     let supported = |yes: bool| if yes { "yes" } else { "no: the decoder gives one mask per prompt" }.to_string();
-    let [channels, height, width] = encoder.embedding_shape();
+    let embedding: Vec<String> = encoder
+        .embedding_tensors()
+        .map(|(name, [channels, height, width])| format!("{name} [{channels}, {height}, {width}]"))
+        .collect();
     let low_res = decoder.low_res_size();
     let rows = [
         ("model", model.name().to_string()),
-        ("family", "sam".to_string()),
+        ("family", encoder.family().name().to_string()),
         (
             "model.toml",
             if folder.join(MANIFEST_FILE).is_file() {
@@ -62,13 +65,17 @@ fn describe(model: &SamModel, folder: &Path) -> Result<String> {
             .to_string(),
         ),
         ("input size", format!("S = {}", encoder.input_size())),
-        ("embedding", format!("[{channels}, {height}, {width}]")),
+        ("embedding", embedding.join(", ")),
         (
             "decoder",
             format!(
                 "{}, {}, {}",
                 if decoder.takes_orig_im_size() { "official export" } else { "lean export" },
-                if single { "1 mask per prompt, picked in the graph" } else { "4 masks per prompt" },
+                match decoder.mask_tokens() {
+                    MaskTokens::SingleAndMultimask => "4 masks per prompt",
+                    MaskTokens::Single => "1 mask per prompt, picked in the graph",
+                    MaskTokens::Multimask => "3 multimask candidates per prompt (single-mask requests get the best)",
+                },
                 if decoder.batches_prompts() { "prompts batched in one run" } else { "one prompt per run" }
             ),
         ),

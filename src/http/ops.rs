@@ -40,10 +40,17 @@ pub struct ModelInfo {
     pub name: String,
     /// Used when a request names no model.
     pub default: bool,
-    /// S: the encoder's square input side (the longest image side after resizing).
+    /// `sam` (Segment Anything and the models that keep its predictor: MobileSAM, EdgeSAM, ...) or `sam2` (SAM 2
+    /// and 2.1).
+    pub family: &'static str,
+    /// S: the encoder's square input side (`sam`: the longest image side after resizing; `sam2`: the image is
+    /// resized to S x S).
     pub input_size: usize,
     /// `[C, h, w]` of the image embedding.
     pub embedding_shape: [usize; 3],
+    /// Every tensor the encoder gives the decoder (one for `sam`; three for `sam2`: the image embedding and two
+    /// high-resolution feature maps), by the decoder input it feeds.
+    pub embedding_tensors: Vec<EmbeddingTensorInfo>,
     /// How the encoder takes the image: `normalized` (`[1, 3, S, S]`, normalized and padded by samserve) or
     /// `rgb_hwc` (`[h, w, 3]` resized RGB; the graph normalizes and pads, as samexporter's `--use-preprocess`).
     pub encoder_input: &'static str,
@@ -52,7 +59,8 @@ pub struct ModelInfo {
     /// `official` (SamOnnxModel export with orig_im_size) or `lean`.
     pub decoder: &'static str,
     /// Whether the decoder gives one mask per prompt, chosen inside the graph (exported with return_single_mask):
-    /// then `multimask` and segment everything are refused with 422.
+    /// then `multimask` and segment everything are refused with 422. (SAM 2's samexporter decoder gives the three
+    /// multimask candidates only: a single-mask request gets the best-scored one.)
     pub single_mask: bool,
     /// Whether prompts may carry `mask_input` (refinement from earlier logits); EdgeSAM's export takes points and
     /// boxes only, and answers `mask_input` with 422.
@@ -63,6 +71,13 @@ pub struct ModelInfo {
     pub encoder_device: String,
     /// Where the decoder sessions run.
     pub decoder_device: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct EmbeddingTensorInfo {
+    pub name: String,
+    /// `[C, h, w]`
+    pub shape: [usize; 3],
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -82,8 +97,14 @@ pub async fn models(state: Data<AppState>) -> Result<HttpResponse, ApiError> {
             ModelInfo {
                 name: model.name().to_string(),
                 default: model.name() == engine.default_model(),
+                family: model.encoder.family().name(),
                 input_size: model.encoder.input_size(),
                 embedding_shape: model.encoder.embedding_shape(),
+                embedding_tensors: model
+                    .encoder
+                    .embedding_tensors()
+                    .map(|(name, shape)| EmbeddingTensorInfo { name: name.to_string(), shape })
+                    .collect(),
                 encoder_input: model.encoder.layout().name(),
                 low_res_size: [low_res.height, low_res.width],
                 decoder: if model.decoder.takes_orig_im_size() { "official" } else { "lean" },

@@ -270,7 +270,7 @@ mod tests {
         assert_eq!(runs.counts, rle::run_lengths(&binary), "{label}");
         assert_eq!(runs.area, binary.area(), "{label}");
         assert_eq!(runs.extent, extent_xyxy(&binary), "{label}");
-        assert_eq!(stability.to_bits(), stability_score(&logits, offset).to_bits(), "{label}");
+        assert_eq!(stability.to_bits(), stability_score(logits.view(), offset).to_bits(), "{label}");
         assert_eq!(runs.binary(), binary, "{label}");
     }
 

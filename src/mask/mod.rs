@@ -60,11 +60,11 @@ pub fn threshold(logits: &ndarray::Array2<f32>) -> BinaryMask {
 /// segment_anything `calculate_stability_score`: IoU of the masks thresholded at `threshold + offset` and
 /// `threshold - offset`. Where both are empty the official code divides 0 by 0 (NaN, which fails every
 /// `> thresh` filter); 0.0 keeps that outcome and stays valid JSON.
-pub fn stability_score(logits: &ndarray::Array2<f32>, offset: f32) -> f32 {
+pub fn stability_score(logits: ndarray::ArrayView2<f32>, offset: f32) -> f32 {
     let (high, low) = (MASK_THRESHOLD + offset, MASK_THRESHOLD - offset);
     let (mut intersections, mut unions) = (0u64, 0u64);
     // u32 counters per chunk vectorize well; chunks keep them from overflowing.
-    for chunk in standard_slice(logits).chunks(1 << 30) {
+    for chunk in logits.to_slice().expect("logits are built in standard layout").chunks(1 << 30) {
         let (mut above_high, mut above_low) = (0u32, 0u32);
         for &v in chunk {
             above_high += u32::from(v > high);

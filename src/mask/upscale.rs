@@ -1,10 +1,10 @@
 //! SamPredictor.postprocess_masks in Rust: low-res logits -> bilinear to S x S -> crop to the resized image ->
 //! bilinear to the original size. Both resizes are `F.interpolate(mode="bilinear", align_corners=False)`, done
-//! separably; the first one only computes the part the crop keeps.
+//! separably; the first one only computes the part the crop keeps. SAM 2's predictor has the last resize only.
 
-use ndarray::{Array2, ArrayView2};
+use ndarray::{Array2, ArrayView2, CowArray, Ix2};
 
-use crate::model::ImageSize;
+use crate::model::{Family, ImageSize};
 
 /// One output sample of a 1-D linear interpolation: the two source indices and the weight of the second.
 #[derive(Debug, Clone, Copy)]
@@ -57,6 +57,21 @@ fn resize(input: ArrayView2<f32>, output_size: ImageSize, keep: ImageSize) -> Ar
 /// to S x S, cropped to `resized`). Cheap next to the full-size step, so filters can look at it first.
 pub fn upscale_to_input(low_res: ArrayView2<f32>, input_size: usize, resized: ImageSize) -> Array2<f32> {
     resize(low_res, ImageSize::new(input_size, input_size), resized)
+}
+
+/// The logits that the last resize takes to the original size (see [`input_to_original`]): for SAM, the low-res
+/// logits upsampled to S x S and cropped to the resized image ([`upscale_to_input`]); for SAM 2, the low-res logits
+/// themselves.
+pub fn logits_before_last_resize<'a>(
+    family: Family,
+    low_res: ArrayView2<'a, f32>,
+    input_size: usize,
+    resized: ImageSize,
+) -> CowArray<'a, f32, Ix2> {
+    match family {
+        Family::Sam => upscale_to_input(low_res, input_size, resized).into(),
+        Family::Sam2 => low_res.into(),
+    }
 }
 
 /// Second half of [`upscale_logits`]: logits of the resized image to the original size.

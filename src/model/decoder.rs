@@ -2,29 +2,44 @@
 //!
 //! Works with the official export (`orig_im_size` input, `masks` output, one prompt per run), with lean exports
 //! (no in-graph upsampling, a dynamic prompt axis so that many prompts share one run), and with EdgeSAM's export
-//! (points only: no `mask_input`, outputs `scores` and low-res `masks`). The full-resolution masks are never taken
-//! from the graph: they are upsampled in Rust from the low-res logits (see `crate::mask::upscale`), only for the
-//! masks that are returned.
+//! (points only: no `mask_input`, outputs `scores` and low-res `masks`), and with SAM 2's samexporter export (an
+//! embedding of three tensors, the multimask candidates only). The embedding tensors are fed by name, the points
+//! as the model's [`Family`] prepares them. The full-resolution masks are never taken from the graph: they are
+//! upsampled in Rust from the low-res logits (see `crate::mask::upscale`), only for the masks that are returned.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::ops::Range;
 
 use ndarray::{Array1, Array2, Array3, Array4, Axis, s};
 use ort::session::{Session, SessionInputValue};
 use ort::value::TensorRef;
 
+use super::encoder::DecoderFeed;
+use super::family::Family;
 use super::pool::SessionPool;
 use super::prompt::Prompt;
-use super::{Embedding, ImageSize, Manifest, ModelError, static_dims};
+use super::{Embedding, Encoder, ImageSize, Manifest, ModelError, static_dims};
 
 const ORIG_IM_SIZE: &str = "orig_im_size";
-const REQUIRED_INPUTS: [&str; 3] = ["image_embeddings", "point_coords", "point_labels"];
+const POINT_INPUTS: [&str; 2] = ["point_coords", "point_labels"];
 const MASK_INPUTS: [&str; 2] = ["mask_input", "has_mask_input"];
-/// The (scores, low-res logits) outputs: SamOnnxModel's, then EdgeSAM's.
-const OUTPUT_NAMES: [(&str, &str); 2] = [("iou_predictions", "low_res_masks"), ("scores", "masks")];
+/// The (scores, low-res logits) outputs: SamOnnxModel's, EdgeSAM's, SAM 2's samexporter export's.
+const OUTPUT_NAMES: [(&str, &str); 3] =
+    [("iou_predictions", "low_res_masks"), ("scores", "masks"), ("iou_predictions", "masks")];
 
-/// The decoder's answer for one prompt: every mask token it produced (4 for the official export: token 0 is the
-/// single-mask output, 1..=3 the multimask candidates; 1 for a `return_single_mask` export).
+/// What a decoder's mask tokens are, from their count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaskTokens {
+    /// Four (SamOnnxModel): token 0 answers single-mask requests, 1..=3 are the multimask candidates.
+    SingleAndMultimask,
+    /// One, chosen inside the graph (`SamOnnxModel(return_single_mask=True)`).
+    Single,
+    /// The three multimask candidates only (SAM 2's samexporter export): a single-mask request gets the
+    /// best-scored one, as samexporter's own runtime answers.
+    Multimask,
+}
+
+/// The decoder's answer for one prompt: every mask token it produced (see [`MaskTokens`]).
 #[derive(Debug, Clone)]
 pub struct DecodedPrompt {
     /// Predicted IoU per token.
@@ -40,38 +55,34 @@ pub struct Decoder {
     low_res_output: &'static str,
     /// Whether the graph takes `mask_input` (refinement from earlier logits); EdgeSAM's export does not.
     takes_mask_input: bool,
-    /// Mask tokens per prompt when the graph states it: 4 (official), 1 (`return_single_mask` exports).
-    mask_count: Option<usize>,
+    mask_tokens: MaskTokens,
+    /// Where the points go: how they are prepared and whether the padding point is the caller's.
+    family: Family,
     has_orig_im_size: bool,
     batches_prompts: bool,
     low_res_size: ImageSize,
 }
 
 impl Decoder {
-    /// The [C, h, w] of the embedding the decoder takes (`None` where dynamic), read from the first session.
-    pub(super) fn embedding_dims(sessions: &[Session], file: &Path) -> Result<[Option<usize>; 3], ModelError> {
-        match static_dims(sessions[0].inputs(), "image_embeddings", file)?.as_slice() {
-            [_, c, h, w] => Ok([*c, *h, *w]),
-            other => Err(ModelError::Contract {
-                file: file.display().to_string(),
-                message: format!("image_embeddings must be [1, C, h, w], not {other:?}"),
-            }),
-        }
-    }
-
-    /// Reads the contract from the first session; all sessions are of the same file. `embedding_shape` is what
-    /// the encoder gives, already checked against [`Self::embedding_dims`].
-    pub(super) fn new(
-        sessions: Vec<Session>,
-        manifest: &Manifest,
-        embedding_shape: [usize; 3],
-    ) -> Result<Self, ModelError> {
+    /// Reads the contract from the first session; all sessions are of the same file. `encoder` gives the
+    /// embedding, already checked against the decoder's inputs of the same names: every other input must be one
+    /// this code feeds.
+    pub(super) fn new(sessions: Vec<Session>, manifest: &Manifest, encoder: &Encoder) -> Result<Self, ModelError> {
         let session = &sessions[0];
         let file = &manifest.decoder;
         let contract = |message: String| ModelError::Contract { file: file.display().to_string(), message };
-        for name in REQUIRED_INPUTS {
+        for name in POINT_INPUTS {
             static_dims(session.inputs(), name, file)?;
         }
+        let prompt_inputs = [&POINT_INPUTS[..], &MASK_INPUTS, &[ORIG_IM_SIZE]].concat();
+        let known = |name: &str| prompt_inputs.contains(&name) || encoder.embedding_tensors().any(|(e, _)| e == name);
+        if let Some(unknown) = session.inputs().iter().find(|i| !known(i.name())) {
+            return Err(contract(format!(
+                "it takes `{}`, which is neither a prompt input nor an output of the encoder: they are not one model",
+                unknown.name()
+            )));
+        }
+        let embedding_shape = encoder.embedding_shape();
         let has_input = |name: &str| session.inputs().iter().any(|i| i.name() == name);
         let takes_mask_input = match MASK_INPUTS.map(has_input) {
             [true, true] => true,
@@ -79,10 +90,10 @@ impl Decoder {
             _ => return Err(contract("it takes one of mask_input and has_mask_input without the other".into())),
         };
         let has_output = |name: &str| session.outputs().iter().any(|o| o.name() == name);
-        let (scores_output, low_res_output) = OUTPUT_NAMES
-            .into_iter()
-            .find(|(scores, low_res)| has_output(scores) && has_output(low_res))
-            .ok_or_else(|| contract("it has neither iou_predictions and low_res_masks nor scores and masks".into()))?;
+        let (scores_output, low_res_output) =
+            OUTPUT_NAMES.into_iter().find(|(scores, low_res)| has_output(scores) && has_output(low_res)).ok_or_else(
+                || contract("it has neither iou_predictions and low_res_masks or masks, nor scores and masks".into()),
+            )?;
         let mask_dims = if takes_mask_input {
             static_dims(session.inputs(), "mask_input", file)?
         } else {
@@ -95,14 +106,19 @@ impl Decoder {
             other => return Err(contract(format!("the low-res masks must be [B, M, h, w], not {other:?}"))),
         };
         let batches_prompts = static_dims(session.inputs(), "point_coords", file)?.first() == Some(&None);
-        let mask_count = static_dims(session.outputs(), scores_output, file)?.get(1).copied().flatten();
+        let mask_tokens = match static_dims(session.outputs(), scores_output, file)?.get(1).copied().flatten() {
+            Some(1) => MaskTokens::Single,
+            Some(3) => MaskTokens::Multimask,
+            _ => MaskTokens::SingleAndMultimask,
+        };
         let has_orig_im_size = has_input(ORIG_IM_SIZE);
         Ok(Self {
             sessions: SessionPool::new(sessions),
             scores_output,
             low_res_output,
             takes_mask_input,
-            mask_count,
+            mask_tokens,
+            family: encoder.family(),
             has_orig_im_size,
             batches_prompts,
             low_res_size,
@@ -122,7 +138,27 @@ impl Decoder {
     /// Whether the graph gives one mask per prompt, chosen inside it (`SamOnnxModel(return_single_mask=True)`:
     /// the best of the three multimask candidates for fewer than three point slots, else the single-mask token).
     pub fn single_mask(&self) -> bool {
-        self.mask_count == Some(1)
+        self.mask_tokens == MaskTokens::Single
+    }
+
+    pub fn mask_tokens(&self) -> MaskTokens {
+        self.mask_tokens
+    }
+
+    /// The tokens of a prompt's answer (its `scores`) that a request gets: the multimask candidates, or the one
+    /// single mask.
+    pub fn answer_tokens(&self, scores: &[f32], multimask: bool) -> Range<usize> {
+        let tokens = scores.len();
+        match (self.mask_tokens, multimask) {
+            _ if tokens == 1 => 0..1,
+            (MaskTokens::SingleAndMultimask, true) => 1..tokens,
+            (MaskTokens::Multimask, true) => 0..tokens,
+            (MaskTokens::Multimask, false) => {
+                let best = (0..tokens).max_by(|&a, &b| scores[a].total_cmp(&scores[b])).unwrap_or_default();
+                best..best + 1
+            }
+            (MaskTokens::SingleAndMultimask | MaskTokens::Single, false) | (MaskTokens::Single, true) => 0..1,
+        }
     }
 
     /// Whether many prompts share one run (a dynamic prompt axis).
@@ -143,7 +179,7 @@ impl Decoder {
         let mut groups: BTreeMap<(usize, bool, usize), Vec<usize>> = BTreeMap::new();
         for (index, prompt) in prompts.iter().enumerate() {
             let solo = if self.batches_prompts { 0 } else { index };
-            groups.entry((prompt.decoder_point_count(), prompt.mask_input.is_some(), solo)).or_default().push(index);
+            groups.entry((self.family.point_slots(prompt), prompt.mask_input.is_some(), solo)).or_default().push(index);
         }
         let mut decoded: Vec<Option<DecodedPrompt>> = vec![None; prompts.len()];
         for indices in groups.into_values() {
@@ -157,12 +193,13 @@ impl Decoder {
 
     /// One decoder run for prompts that share their point count and mask_input presence.
     fn run(&self, embedding: &Embedding, batch: &[&Prompt]) -> Result<Vec<DecodedPrompt>, ModelError> {
-        let slots = batch[0].decoder_point_count();
+        let slots = self.family.point_slots(batch[0]);
         let mut coords = Array3::<f32>::zeros((batch.len(), slots, 2));
         let mut labels = Array2::<f32>::zeros((batch.len(), slots));
         let mut mask_input = Array4::<f32>::zeros((batch.len(), 1, self.low_res_size.height, self.low_res_size.width));
         for (b, prompt) in batch.iter().enumerate() {
-            prompt.write_decoder_points(
+            self.family.write_points(
+                prompt,
                 embedding.original,
                 embedding.resized,
                 coords.index_axis_mut(Axis(0), b),
@@ -178,19 +215,18 @@ impl Decoder {
         // fetched or not, so a 1x1 size keeps that unused branch cheap: on a 2304x1536 image a decoder run takes
         // about 1.2 ms instead of 22 ms. `iou_predictions` and `low_res_masks` do not depend on it.
         let orig_im_size = Array1::from_vec(vec![1.0f32, 1.0]);
-        let host_embeddings;
-        let image_embeddings: SessionInputValue = match embedding.on_device() {
-            Some(on_device) => on_device.into(),
-            None => {
-                host_embeddings = embedding.tensor_f32();
-                TensorRef::from_array_view(&*host_embeddings)?.into()
-            }
-        };
+        let feeds: Vec<(&str, DecoderFeed)> = embedding.decoder_feeds().collect();
         let mut inputs = ort::inputs![
-            "image_embeddings" => image_embeddings,
             "point_coords" => TensorRef::from_array_view(&coords)?,
             "point_labels" => TensorRef::from_array_view(&labels)?,
         ];
+        for (name, feed) in &feeds {
+            let value: SessionInputValue = match feed {
+                DecoderFeed::OnDevice(tensor) => (*tensor).into(),
+                DecoderFeed::Host(tensor) => TensorRef::from_array_view(&**tensor)?.into(),
+            };
+            inputs.push((name.to_string().into(), value));
+        }
         if self.takes_mask_input {
             inputs.push(("mask_input".into(), TensorRef::from_array_view(&mask_input)?.into()));
             inputs.push(("has_mask_input".into(), TensorRef::from_array_view(&has_mask_input)?.into()));

@@ -4,6 +4,7 @@
 //! after the official ResizeLongestSide, so both give the official embedding.
 
 use std::borrow::Cow;
+use std::path::Path;
 use std::sync::Arc;
 
 use half::f16;
@@ -11,24 +12,34 @@ use image::RgbImage;
 use ndarray::{Array3, Array4, ArrayViewD};
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{Session, SessionInputValue};
-use ort::value::{Tensor, TensorRef, TensorValueType};
+use ort::value::{Outlet, Tensor, TensorRef, TensorValueType};
 
+use super::family::{Family, ResizedPixels};
 use super::pool::SessionPool;
-use super::preprocess::{ImageSize, normalize_and_pad, resize_bilinear, resized_size, to_hwc_f32};
+use super::preprocess::{ImageSize, normalize_and_pad, to_hwc_f32};
 use super::{Manifest, ModelError, Placement, static_dims};
 
 /// What the encoder made of one image, with the sizes needed to map prompts and masks between frames.
 #[derive(Debug, Clone)]
 pub struct Embedding {
+    /// One tensor for SAM, several for models whose decoder also takes the encoder's earlier features (SAM 2's
+    /// high-resolution features), in the encoder's output order.
+    parts: Vec<EmbeddingPart>,
+    /// The image as uploaded (after EXIF orientation).
+    pub original: ImageSize,
+    /// The image as the encoder saw it, inside its S x S input (see [`super::Family::resized_size`]).
+    pub resized: ImageSize,
+}
+
+/// One embedding tensor and the decoder input it feeds.
+#[derive(Debug, Clone)]
+struct EmbeddingPart {
+    decoder_input: Arc<str>,
     /// The host copy: what the cache counts and what a decoder on another device takes.
     tensor: EmbeddingTensor,
     /// The encoder's output left where it was computed, when the decoder runs on that same GPU: decoder runs take
     /// it as it is instead of copying the host tensor over each time. Freed with the last clone (cache entry).
     on_device: Option<Arc<Tensor<f32>>>,
-    /// The image as uploaded (after EXIF orientation).
-    pub original: ImageSize,
-    /// The image after ResizeLongestSide, before padding to S x S.
-    pub resized: ImageSize,
 }
 
 /// [1, C, h, w], as the encoder gave it or stored in half precision (half the memory of a cache entry).
@@ -38,39 +49,73 @@ enum EmbeddingTensor {
     F16(Array4<f16>),
 }
 
+/// What the decoder is fed for one embedding tensor.
+pub(super) enum DecoderFeed<'a> {
+    OnDevice(&'a Tensor<f32>),
+    Host(Cow<'a, Array4<f32>>),
+}
+
 impl Embedding {
     pub fn size_in_bytes(&self) -> usize {
-        match &self.tensor {
-            EmbeddingTensor::F32(tensor) => tensor.len() * std::mem::size_of::<f32>(),
-            EmbeddingTensor::F16(tensor) => tensor.len() * std::mem::size_of::<f16>(),
-        }
+        self.parts
+            .iter()
+            .map(|part| match &part.tensor {
+                EmbeddingTensor::F32(tensor) => tensor.len() * std::mem::size_of::<f32>(),
+                EmbeddingTensor::F16(tensor) => tensor.len() * std::mem::size_of::<f16>(),
+            })
+            .sum()
     }
 
     /// The same embedding stored as f16 (rounded to nearest).
     pub fn into_f16(self) -> Self {
-        let tensor = match self.tensor {
-            EmbeddingTensor::F32(tensor) => EmbeddingTensor::F16(tensor.mapv(f16::from_f32)),
-            half => half,
-        };
-        Self { tensor, ..self }
+        let parts = self
+            .parts
+            .into_iter()
+            .map(|part| {
+                let tensor = match part.tensor {
+                    EmbeddingTensor::F32(tensor) => EmbeddingTensor::F16(tensor.mapv(f16::from_f32)),
+                    half => half,
+                };
+                EmbeddingPart { tensor, ..part }
+            })
+            .collect();
+        Self { parts, ..self }
     }
 
-    /// The tensor in f32, as the decoder takes it (converted when stored as f16).
-    pub fn tensor_f32(&self) -> Cow<'_, Array4<f32>> {
-        match &self.tensor {
-            EmbeddingTensor::F32(tensor) => Cow::Borrowed(tensor),
-            EmbeddingTensor::F16(tensor) => Cow::Owned(tensor.mapv(f16::to_f32)),
-        }
+    /// Each tensor in f32 (converted when stored as f16), named by the decoder input it feeds.
+    pub fn tensors_f32(&self) -> impl Iterator<Item = (&str, Cow<'_, Array4<f32>>)> {
+        self.parts.iter().map(|part| (&*part.decoder_input, part.tensor.to_f32()))
     }
 
-    /// The same embedding without its device copy: what a decoder on another device gets (for benchmarks).
+    /// The same embedding without its device copies: what a decoder on another device gets (for benchmarks).
     pub fn without_device_copy(&self) -> Self {
-        Self { on_device: None, ..self.clone() }
+        let parts = self.parts.iter().map(|part| EmbeddingPart { on_device: None, ..part.clone() }).collect();
+        Self { parts, ..self.clone() }
     }
 
-    /// The copy on the decoder's device, if the encoder left one there.
-    pub(super) fn on_device(&self) -> Option<&Tensor<f32>> {
-        self.on_device.as_deref()
+    /// Whether the encoder left copies on the decoder's device.
+    pub fn on_device(&self) -> bool {
+        self.parts.iter().all(|part| part.on_device.is_some())
+    }
+
+    /// What the decoder takes, by input name: the device copy where there is one, else the host tensor in f32.
+    pub(super) fn decoder_feeds(&self) -> impl Iterator<Item = (&str, DecoderFeed<'_>)> {
+        self.parts.iter().map(|part| {
+            let feed = match &part.on_device {
+                Some(on_device) => DecoderFeed::OnDevice(on_device),
+                None => DecoderFeed::Host(part.tensor.to_f32()),
+            };
+            (&*part.decoder_input, feed)
+        })
+    }
+}
+
+impl EmbeddingTensor {
+    fn to_f32(&self) -> Cow<'_, Array4<f32>> {
+        match self {
+            Self::F32(tensor) => Cow::Borrowed(tensor),
+            Self::F16(tensor) => Cow::Owned(tensor.mapv(f16::to_f32)),
+        }
     }
 }
 
@@ -123,65 +168,84 @@ const INPUT_PIXELS_PER_EMBEDDING_CELL: usize = 16;
 
 pub struct Encoder {
     sessions: SessionPool,
+    family: Family,
     layout: InputLayout,
     input_name: String,
-    output_name: String,
+    outputs: Vec<EmbeddingOutput>,
+    /// Which of `outputs` is the image embedding proper (the others are earlier features).
+    main_output: usize,
     input_size: usize,
-    embedding_shape: [usize; 3],
     pixel_mean: [f32; 3],
     pixel_std: [f32; 3],
     /// Where embeddings also stay after the run (IoBinding): the decoder's GPU, when it shares it with the encoder.
     keep_on: Option<Placement>,
 }
 
+/// An encoder output that the decoder takes.
+struct EmbeddingOutput {
+    name: String,
+    decoder_input: Arc<str>,
+    /// [C, h, w], dynamic axes filled in from the decoder's input.
+    shape: [usize; 3],
+}
+
+/// The decoder inputs that take the image embedding proper: SAM's, then SAM 2's.
+pub(super) const MAIN_EMBEDDING_INPUTS: [&str; 2] = ["image_embeddings", "image_embed"];
+
 impl Encoder {
-    /// Reads the shapes from the first session; all sessions are of the same file. `decoder_takes` is the
-    /// decoder's `image_embeddings` [C, h, w] (`None` where dynamic): it fills what the encoder's output leaves
-    /// dynamic (encoders with the preprocessing inside have a dynamic output), and must agree with the rest.
+    /// Reads the shapes from the first session; all sessions are of the same file. The embedding is every encoder
+    /// output that the decoder takes as an input of the same name (or the only output, when the decoder takes
+    /// `image_embeddings`). The decoder's shapes of those inputs (`decoder_inputs`) fill what the encoder's outputs
+    /// leave dynamic (encoders with the preprocessing inside have dynamic outputs), and must agree with the rest.
     pub(super) fn new(
         sessions: Vec<Session>,
         manifest: &Manifest,
-        decoder_takes: [Option<usize>; 3],
+        family: Family,
+        decoder_inputs: &[Outlet],
     ) -> Result<Self, ModelError> {
         let session = &sessions[0];
         let file = &manifest.encoder;
         let contract = |message: String| ModelError::Contract { file: file.display().to_string(), message };
-        let (Some(input), Some(output)) = (session.inputs().first(), session.outputs().first()) else {
-            return Err(contract("it needs one input and one output".to_string()));
+        let Some(input) = session.inputs().first() else {
+            return Err(contract("it has no input".to_string()));
         };
-        let (input_name, output_name) = (input.name().to_string(), output.name().to_string());
-        let gives = match static_dims(session.outputs(), &output_name, file)?.as_slice() {
-            [_, c, h, w] => [*c, *h, *w],
-            other => {
-                return Err(contract(format!("output `{output_name}` must be [1, C, h, w], not {other:?}")));
-            }
-        };
-        let mut embedding_shape = [0; 3];
-        for (axis, (given, taken)) in gives.into_iter().zip(decoder_takes).enumerate() {
-            embedding_shape[axis] = match (given, taken) {
-                (Some(given), Some(taken)) if given != taken => {
-                    let show = |dims: [Option<usize>; 3]| format!("{:?}", dims.map(|d| d.map_or(-1, |d| d as i64)));
-                    return Err(contract(format!(
-                        "it gives embeddings of {} but the decoder takes {} (-1: dynamic): they are not one model",
-                        show(gives),
-                        show(decoder_takes)
-                    )));
-                }
-                (Some(size), _) | (None, Some(size)) => size,
-                (None, None) => {
-                    return Err(contract(format!(
-                        "neither it nor the decoder states the embedding's axis {}",
-                        axis + 1
-                    )));
-                }
-            };
+        let input_name = input.name().to_string();
+        let decoder_takes = |name: &str| decoder_inputs.iter().any(|i| i.name() == name);
+        let mut pairs: Vec<(String, String)> = session
+            .outputs()
+            .iter()
+            .filter(|output| decoder_takes(output.name()))
+            .map(|output| (output.name().to_string(), output.name().to_string()))
+            .collect();
+        if let ([only], true) = (session.outputs(), pairs.is_empty() && decoder_takes(MAIN_EMBEDDING_INPUTS[0])) {
+            pairs.push((only.name().to_string(), MAIN_EMBEDDING_INPUTS[0].to_string()));
         }
+        if pairs.is_empty() {
+            let names = |outlets: &[Outlet]| outlets.iter().map(|o| format!("`{}`", o.name())).collect::<Vec<_>>();
+            return Err(contract(format!(
+                "none of its outputs ({}) is an input of the decoder ({}): they are not one model",
+                names(session.outputs()).join(", "),
+                names(decoder_inputs).join(", ")
+            )));
+        }
+        let outputs = pairs
+            .into_iter()
+            .map(|(name, decoder_input)| {
+                let shape = embedding_shape(session.outputs(), &name, decoder_inputs, &decoder_input, file)?;
+                Ok(EmbeddingOutput { name, decoder_input: decoder_input.into(), shape })
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        let main_output =
+            outputs.iter().position(|o| MAIN_EMBEDDING_INPUTS.contains(&&*o.decoder_input)).unwrap_or_default();
         let (layout, stated_size) = match static_dims(session.inputs(), &input_name, file)?.as_slice() {
             [_, Some(3), Some(h), Some(w)] if h == w => (InputLayout::NormalizedSquare, Some(*h)),
             [_, Some(3), None, None] => (InputLayout::NormalizedSquare, None),
-            [_, _, Some(3)] => (InputLayout::ResizedHwc, None),
+            [_, _, Some(3)] if family == Family::Sam => (InputLayout::ResizedHwc, None),
             other => {
-                let expected = "[1, 3, S, S] (normalized) or [h, w, 3] (resized RGB)";
+                let expected = match family {
+                    Family::Sam => "[1, 3, S, S] (normalized) or [h, w, 3] (resized RGB)",
+                    Family::Sam2 => "[1, 3, S, S] (normalized)",
+                };
                 return Err(contract(format!("input `{input_name}` must be {expected}, not {other:?}")));
             }
         };
@@ -190,18 +254,19 @@ impl Encoder {
                 return Err(contract(format!("its input is {stated} px but model.toml says image_size = {given}")));
             }
             (Some(size), _, _) | (None, Some(size), _) => size,
-            (None, None, InputLayout::ResizedHwc) => INPUT_PIXELS_PER_EMBEDDING_CELL * embedding_shape[1],
+            (None, None, InputLayout::ResizedHwc) => INPUT_PIXELS_PER_EMBEDDING_CELL * outputs[main_output].shape[1],
             (None, None, InputLayout::NormalizedSquare) => {
                 return Err(contract("the input size is dynamic and model.toml gives no image_size".into()));
             }
         };
         Ok(Self {
             sessions: SessionPool::new(sessions),
+            family,
             layout,
             input_name,
-            output_name,
+            outputs,
+            main_output,
             input_size,
-            embedding_shape,
             pixel_mean: manifest.pixel_mean,
             pixel_std: manifest.pixel_std,
             keep_on: None,
@@ -218,9 +283,18 @@ impl Encoder {
         self.input_size
     }
 
-    /// [C, h, w] of the embedding.
+    /// [C, h, w] of the image embedding proper.
     pub fn embedding_shape(&self) -> [usize; 3] {
-        self.embedding_shape
+        self.outputs[self.main_output].shape
+    }
+
+    /// Every embedding tensor: the decoder input it feeds and its [C, h, w].
+    pub fn embedding_tensors(&self) -> impl Iterator<Item = (&str, [usize; 3])> {
+        self.outputs.iter().map(|output| (&*output.decoder_input, output.shape))
+    }
+
+    pub fn family(&self) -> Family {
+        self.family
     }
 
     /// How the graph takes the image.
@@ -232,16 +306,16 @@ impl Encoder {
     /// the graph is fed.
     pub fn preprocess(&self, image: &RgbImage) -> (ImageSize, EncoderInput) {
         let original = ImageSize::new(image.height() as usize, image.width() as usize);
-        let resized_size = resized_size(original, self.input_size);
-        let resized = resize_bilinear(image, resized_size);
-        let input = match self.layout {
-            InputLayout::NormalizedSquare => EncoderInput::NormalizedSquare(normalize_and_pad(
-                &resized,
-                self.input_size,
-                self.pixel_mean,
-                self.pixel_std,
-            )),
-            InputLayout::ResizedHwc => EncoderInput::ResizedHwc(to_hwc_f32(&resized)),
+        let resized_size = self.family.resized_size(original, self.input_size);
+        let (size, mean, std) = (self.input_size, self.pixel_mean, self.pixel_std);
+        let input = match (self.family.resize(image, resized_size), self.layout) {
+            (ResizedPixels::Rgb8(resized), InputLayout::ResizedHwc) => EncoderInput::ResizedHwc(to_hwc_f32(&resized)),
+            (ResizedPixels::Rgb8(resized), InputLayout::NormalizedSquare) => {
+                EncoderInput::NormalizedSquare(normalize_and_pad(resized.as_raw(), resized_size.width, size, mean, std))
+            }
+            (ResizedPixels::Float { pixels, size: resized }, _) => {
+                EncoderInput::NormalizedSquare(normalize_and_pad(&pixels, resized.width, size, mean, std))
+            }
         };
         (resized_size, input)
     }
@@ -250,33 +324,90 @@ impl Encoder {
     pub fn encode(&self, image: &RgbImage) -> Result<Embedding, ModelError> {
         let original = ImageSize::new(image.height() as usize, image.width() as usize);
         let (resized, input) = self.preprocess(image);
-        let (tensor, on_device) = self.sessions.with_session(|session| -> Result<_, ModelError> {
+        let parts = self.sessions.with_session(|session| -> Result<_, ModelError> {
+            let outputs = self.outputs.iter();
             match self.keep_on {
                 None => {
-                    let outputs = session.run(ort::inputs![self.input_name.as_str() => input.view()?])?;
-                    Ok((host_array(outputs[self.output_name.as_str()].try_extract_array::<f32>()?)?, None))
+                    let results = session.run(ort::inputs![self.input_name.as_str() => input.view()?])?;
+                    outputs
+                        .map(|output| {
+                            let host = host_array(results[output.name.as_str()].try_extract_array::<f32>()?)?;
+                            Ok(output.part(host, None))
+                        })
+                        .collect()
                 }
                 Some(placement) => {
                     let mut binding = session.create_binding()?;
                     // Owned: ort copies a bound view of borrowed data through a helper session that deadlocks
                     // (ort 2.0.0-rc.15, `IdentitySessionHandle::new` re-entering its lock).
                     binding.bind_input(self.input_name.as_str(), &input.into_tensor()?)?;
-                    binding.bind_output_to_device(self.output_name.as_str(), &memory_info(placement)?)?;
-                    let on_device = session
-                        .run_binding(&binding)?
-                        .remove(self.output_name.as_str())
-                        .ok_or_else(|| ModelError::Contract {
-                            file: "encoder".into(),
-                            message: "the bound output is missing".into(),
-                        })?
-                        .downcast::<TensorValueType<f32>>()?;
-                    let host = on_device.to(AllocationDevice::CPU, 0)?;
-                    Ok((host_array(host.try_extract_array::<f32>()?)?, Some(Arc::new(on_device))))
+                    for output in outputs.clone() {
+                        binding.bind_output_to_device(output.name.as_str(), &memory_info(placement)?)?;
+                    }
+                    let mut results = session.run_binding(&binding)?;
+                    outputs
+                        .map(|output| {
+                            let on_device = results
+                                .remove(output.name.as_str())
+                                .ok_or_else(|| ModelError::Contract {
+                                    file: "encoder".into(),
+                                    message: format!("the bound output `{}` is missing", output.name),
+                                })?
+                                .downcast::<TensorValueType<f32>>()?;
+                            let host = on_device.to(AllocationDevice::CPU, 0)?;
+                            Ok(output.part(host_array(host.try_extract_array::<f32>()?)?, Some(Arc::new(on_device))))
+                        })
+                        .collect()
                 }
             }
         })?;
-        Ok(Embedding { tensor: EmbeddingTensor::F32(tensor), on_device, original, resized })
+        Ok(Embedding { parts, original, resized })
     }
+}
+
+impl EmbeddingOutput {
+    fn part(&self, host: Array4<f32>, on_device: Option<Arc<Tensor<f32>>>) -> EmbeddingPart {
+        EmbeddingPart { decoder_input: self.decoder_input.clone(), tensor: EmbeddingTensor::F32(host), on_device }
+    }
+}
+
+/// [C, h, w] of the encoder output `name` that feeds the decoder input `decoder_input`: the encoder's static
+/// axes, its dynamic ones filled in from the decoder's; both must agree where both state them.
+fn embedding_shape(
+    encoder_outputs: &[Outlet],
+    name: &str,
+    decoder_inputs: &[Outlet],
+    decoder_input: &str,
+    file: &Path,
+) -> Result<[usize; 3], ModelError> {
+    let contract = |message: String| ModelError::Contract { file: file.display().to_string(), message };
+    let gives = match static_dims(encoder_outputs, name, file)?.as_slice() {
+        [_, c, h, w] => [*c, *h, *w],
+        other => return Err(contract(format!("output `{name}` must be [1, C, h, w], not {other:?}"))),
+    };
+    let takes = match static_dims(decoder_inputs, decoder_input, file)?.as_slice() {
+        [_, c, h, w] => [*c, *h, *w],
+        other => return Err(contract(format!("the decoder's `{decoder_input}` must be [1, C, h, w], not {other:?}"))),
+    };
+    let mut shape = [0; 3];
+    for (axis, (given, taken)) in gives.into_iter().zip(takes).enumerate() {
+        shape[axis] = match (given, taken) {
+            (Some(given), Some(taken)) if given != taken => {
+                let show = |dims: [Option<usize>; 3]| format!("{:?}", dims.map(|d| d.map_or(-1, |d| d as i64)));
+                return Err(contract(format!(
+                    "its `{name}` is {} but the decoder's `{decoder_input}` is {} (-1: dynamic): they are not one \
+                     model",
+                    show(gives),
+                    show(takes)
+                )));
+            }
+            (Some(size), _) | (None, Some(size)) => size,
+            (None, None) => {
+                return Err(contract(format!("neither it nor the decoder states axis {} of `{name}`", axis + 1)));
+            }
+        };
+    }
+    Ok(shape)
 }
 
 /// The encoder output (already on the host) as an owned [1, C, h, w] array.

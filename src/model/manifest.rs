@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::Family;
 use super::onnx_file::graph_names;
 
 pub const MANIFEST_FILE: &str = "model.toml";
@@ -13,6 +14,8 @@ pub const MANIFEST_FILE: &str = "model.toml";
 #[derive(Debug, Clone)]
 pub struct Manifest {
     pub name: String,
+    /// The family `model.toml` states; otherwise the decoder's graph tells (it must agree either way).
+    pub family: Option<Family>,
     pub encoder: PathBuf,
     pub decoder: PathBuf,
     /// S, the longest side after ResizeLongestSide; when given, it must agree with the encoder's input.
@@ -25,8 +28,7 @@ pub struct Manifest {
 #[serde(deny_unknown_fields)]
 struct RawManifest {
     name: Option<String>,
-    #[serde(default = "default_family")]
-    family: String,
+    family: Option<String>,
     encoder: PathBuf,
     decoder: PathBuf,
     image_size: Option<usize>,
@@ -34,10 +36,6 @@ struct RawManifest {
     pixel_mean: [f32; 3],
     #[serde(default = "default_pixel_std")]
     pixel_std: [f32; 3],
-}
-
-fn default_family() -> String {
-    "sam".to_string()
 }
 
 /// The ImageNet statistics the official SAM models are trained with.
@@ -143,6 +141,7 @@ impl Manifest {
         let name = folder_name(folder).ok_or_else(|| undetected("the folder has no name to give the model".into()))?;
         Ok(Self {
             name,
+            family: None,
             encoder,
             decoder,
             image_size: None,
@@ -156,9 +155,13 @@ impl Manifest {
         let path = folder.join(MANIFEST_FILE);
         let invalid = |message: String| ManifestError::Invalid { path: path.clone(), message };
         let raw: RawManifest = toml::from_str(text).map_err(|e| invalid(e.message().to_string()))?;
-        if raw.family != "sam" {
-            return Err(invalid(format!("family {:?} is not supported (supported: \"sam\")", raw.family)));
-        }
+        let family = match raw.family.as_deref().map(|name| (name, Family::from_name(name))) {
+            None => None,
+            Some((_, Some(family))) => Some(family),
+            Some((name, None)) => {
+                return Err(invalid(format!("family {name:?} is not supported (supported: \"sam\", \"sam2\")")));
+            }
+        };
         if raw.pixel_std.iter().any(|s| !s.is_normal()) {
             return Err(invalid("pixel_std must be non-zero".to_string()));
         }
@@ -168,6 +171,7 @@ impl Manifest {
         };
         Ok(Self {
             name,
+            family,
             encoder: folder.join(raw.encoder),
             decoder: folder.join(raw.decoder),
             image_size: raw.image_size,

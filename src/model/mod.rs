@@ -3,6 +3,7 @@
 mod builtin;
 mod decoder;
 mod encoder;
+mod family;
 pub mod manifest;
 pub mod onnx_file;
 mod pool;
@@ -16,8 +17,9 @@ use std::path::Path;
 use ort::session::Session;
 
 pub use builtin::BUILTIN_MODEL;
-pub use decoder::{DecodedPrompt, Decoder};
+pub use decoder::{DecodedPrompt, Decoder, MaskTokens};
 pub use encoder::{Embedding, Encoder, EncoderInput, InputLayout};
+pub use family::Family;
 pub use manifest::Manifest;
 pub use preprocess::ImageSize;
 pub use prompt::{Point, PointLabel, Prompt, PromptError};
@@ -87,12 +89,23 @@ impl SamModel {
             open_sessions(runtime, encoder, Network::Encoder, &manifest.encoder, sessions.encoder)?;
         let (decoder_sessions, decoder_placement) =
             open_sessions(runtime, decoder, Network::Decoder, &manifest.decoder, sessions.decoder)?;
-        let decoder_takes = Decoder::embedding_dims(&decoder_sessions, &manifest.decoder)?;
-        let mut encoder = Encoder::new(encoder_sessions, &manifest, decoder_takes)?;
+        let decoder_inputs = decoder_sessions[0].inputs();
+        let family = Family::of_decoder(decoder_inputs.iter().map(|input| input.name()));
+        if let Some(stated) = manifest.family.filter(|&stated| stated != family) {
+            return Err(ModelError::Contract {
+                file: manifest.decoder.display().to_string(),
+                message: format!(
+                    "model.toml says family = {:?}, but this is a {} decoder",
+                    stated.name(),
+                    family.name()
+                ),
+            });
+        }
+        let mut encoder = Encoder::new(encoder_sessions, &manifest, family, decoder_inputs)?;
         if matches!(encoder_placement, Placement::Cuda(_)) && encoder_placement == decoder_placement {
             encoder.keep_embeddings_on(encoder_placement);
         }
-        let decoder = Decoder::new(decoder_sessions, &manifest, encoder.embedding_shape())?;
+        let decoder = Decoder::new(decoder_sessions, &manifest, &encoder)?;
         Ok(Self { manifest, encoder, decoder, placement: (encoder_placement, decoder_placement) })
     }
 
@@ -140,8 +153,8 @@ mod tests {
         bound.encoder.keep_embeddings_on(Placement::Cpu);
         let image = image::RgbImage::from_fn(96, 64, |x, y| image::Rgb([(x * 2) as u8, (y * 3) as u8, 90]));
         let (host, kept) = (plain.encoder.encode(&image).unwrap(), bound.encoder.encode(&image).unwrap());
-        assert!(host.on_device().is_none() && kept.on_device().is_some());
-        assert_eq!(host.tensor_f32(), kept.tensor_f32());
+        assert!(!host.on_device() && kept.on_device());
+        assert!(host.tensors_f32().eq(kept.tensors_f32()));
         let prompts =
             [Prompt { points: vec![Point { x: 40.0, y: 30.0, label: PointLabel::Foreground }], ..Prompt::default() }];
         let (a, b) = (plain.decoder.decode(&host, &prompts).unwrap(), bound.decoder.decode(&kept, &prompts).unwrap());

@@ -1,6 +1,7 @@
 //! The official image preprocessing (segment_anything `ResizeLongestSide.apply_image` + `Sam.preprocess`):
 //! resize so the longest side is S with PIL-equivalent bilinear (antialiased) resampling, normalize per channel,
-//! zero-pad bottom/right to S x S, NCHW float32.
+//! zero-pad bottom/right to S x S, NCHW float32. SAM 2 resizes to S x S in float and normalizes alike (see
+//! [`super::Family`]).
 
 use image::RgbImage;
 use ndarray::{Array3, Array4};
@@ -34,17 +35,29 @@ pub fn resize_bilinear(image: &RgbImage, size: ImageSize) -> RgbImage {
     RgbImage::from_raw(size.width as u32, size.height as u32, pixels).expect("the resampler fills the new size")
 }
 
-/// `(x - mean) / std` per channel into a zeroed [1, 3, S, S] tensor; the unused bottom/right part stays zero.
-pub fn normalize_and_pad(resized: &RgbImage, input_size: usize, mean: [f32; 3], std: [f32; 3]) -> Array4<f32> {
+/// Resizes without rounding, as torchvision's antialiased `Resize` does a float image: interleaved RGB in 0..255.
+pub fn resize_bilinear_f32(image: &RgbImage, size: ImageSize) -> Vec<f32> {
+    let (width, height) = (image.width() as usize, image.height() as usize);
+    super::resample::resize_rgb_f32(image.as_raw(), width, height, size.width, size.height)
+}
+
+/// `(x - mean) / std` per channel of interleaved RGB `pixels` (`width` wide) into a zeroed [1, 3, S, S] tensor;
+/// the unused bottom/right part stays zero.
+pub fn normalize_and_pad<T: Copy + Into<f32>>(
+    pixels: &[T],
+    width: usize,
+    input_size: usize,
+    mean: [f32; 3],
+    std: [f32; 3],
+) -> Array4<f32> {
     let mut tensor = Array4::<f32>::zeros((1, 3, input_size, input_size));
-    let width = resized.width() as usize;
     let inverse_std = std.map(|s| 1.0 / s);
     for (channel, mut plane) in tensor.outer_iter_mut().next().expect("batch of one").outer_iter_mut().enumerate() {
-        for (y, source_row) in resized.as_raw().chunks_exact(width * 3).enumerate() {
+        for (y, source_row) in pixels.chunks_exact(width * 3).enumerate() {
             let mut row = plane.row_mut(y);
             let row = row.as_slice_mut().expect("standard layout");
             for (x, pixel) in source_row.chunks_exact(3).enumerate() {
-                row[x] = (f32::from(pixel[channel]) - mean[channel]) * inverse_std[channel];
+                row[x] = (pixel[channel].into() - mean[channel]) * inverse_std[channel];
             }
         }
     }
@@ -78,7 +91,7 @@ mod tests {
     #[test]
     fn normalize_and_pad_puts_channels_first_and_zeros_the_padding() {
         let image = RgbImage::from_fn(3, 2, |x, y| image::Rgb([x as u8 * 10, y as u8 * 20, 100]));
-        let tensor = normalize_and_pad(&image, 4, [1.0, 2.0, 3.0], [2.0, 4.0, 0.5]);
+        let tensor = normalize_and_pad(image.as_raw(), 3, 4, [1.0, 2.0, 3.0], [2.0, 4.0, 0.5]);
         assert_eq!(tensor.shape(), &[1, 3, 4, 4]);
         assert_eq!(tensor[[0, 0, 1, 2]], (20.0 - 1.0) / 2.0);
         assert_eq!(tensor[[0, 1, 1, 2]], (20.0 - 2.0) / 4.0);

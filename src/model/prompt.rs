@@ -1,9 +1,9 @@
-//! Prompts in the original image's pixel frame, their validation, and the official transform into the decoder's
-//! input tensors (segment_anything `ResizeLongestSide.apply_coords` + the SamOnnxModel point/label conventions).
+//! Prompts in the original image's pixel frame and their validation; [`super::Family::write_points`] moves them
+//! into the decoder's frame.
 
 use std::sync::Arc;
 
-use ndarray::{Array2, ArrayViewMut1, ArrayViewMut2};
+use ndarray::Array2;
 
 use super::preprocess::ImageSize;
 
@@ -23,7 +23,7 @@ impl PointLabel {
         }
     }
 
-    fn code(self) -> f32 {
+    pub(super) fn code(self) -> f32 {
         match self {
             Self::Background => 0.0,
             Self::Foreground => 1.0,
@@ -108,82 +108,15 @@ impl Prompt {
         }
         Ok(())
     }
-
-    /// The number of point slots the decoder sees: the points, then the box corners or the padding point.
-    pub fn decoder_point_count(&self) -> usize {
-        self.points.len() + if self.bbox.is_some() { 2 } else { 1 }
-    }
-
-    /// Writes the official decoder inputs for this prompt: coordinates scaled into the resized frame
-    /// (`apply_coords`, in f64 as numpy does), box corners as labels 2 and 3, and without a box the (0, 0) point
-    /// with label -1 that SamPredictor's prompt encoder pads with.
-    pub fn write_decoder_points(
-        &self,
-        original: ImageSize,
-        resized: ImageSize,
-        mut coords: ArrayViewMut2<f32>,
-        mut labels: ArrayViewMut1<f32>,
-    ) {
-        let scale_x = resized.width as f64 / original.width as f64;
-        let scale_y = resized.height as f64 / original.height as f64;
-        let mut slots: Vec<(f64, f64, f32)> = self.points.iter().map(|p| (p.x, p.y, p.label.code())).collect();
-        match self.bbox {
-            Some([x0, y0, x1, y1]) => slots.extend([(x0, y0, 2.0), (x1, y1, 3.0)]),
-            None => slots.push((0.0, 0.0, -1.0)),
-        }
-        for (i, (x, y, label)) in slots.into_iter().enumerate() {
-            let transformed = if label < 0.0 { (0.0, 0.0) } else { (x * scale_x, y * scale_y) };
-            coords[[i, 0]] = transformed.0 as f32;
-            coords[[i, 1]] = transformed.1 as f32;
-            labels[i] = label;
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::{Array1, Array2};
+    use ndarray::Array2;
 
     fn point(x: f64, y: f64, label: PointLabel) -> Point {
         Point { x, y, label }
-    }
-
-    fn decoder_inputs(prompt: &Prompt, original: ImageSize, resized: ImageSize) -> (Array2<f32>, Array1<f32>) {
-        let n = prompt.decoder_point_count();
-        let mut coords = Array2::zeros((n, 2));
-        let mut labels = Array1::zeros(n);
-        prompt.write_decoder_points(original, resized, coords.view_mut(), labels.view_mut());
-        (coords, labels)
-    }
-
-    #[test]
-    fn points_without_box_get_the_padding_point() {
-        let prompt = Prompt {
-            points: vec![point(100.0, 50.0, PointLabel::Foreground), point(10.5, 20.25, PointLabel::Background)],
-            ..Prompt::default()
-        };
-        // 1500x2250 -> 683x1024, as ResizeLongestSide(1024).apply_coords scales x by 1024/2250 and y by 683/1500.
-        let (coords, labels) = decoder_inputs(&prompt, ImageSize::new(1500, 2250), ImageSize::new(683, 1024));
-        assert_eq!(labels.to_vec(), vec![1.0, 0.0, -1.0]);
-        assert_eq!(coords[[0, 0]], (100.0f64 * (1024.0 / 2250.0)) as f32);
-        assert_eq!(coords[[0, 1]], (50.0f64 * (683.0 / 1500.0)) as f32);
-        assert_eq!(coords[[1, 0]], (10.5f64 * (1024.0 / 2250.0)) as f32);
-        assert_eq!((coords[[2, 0]], coords[[2, 1]]), (0.0, 0.0));
-    }
-
-    #[test]
-    fn box_becomes_two_corner_points_labelled_2_and_3_after_the_points() {
-        let prompt = Prompt {
-            points: vec![point(4.0, 6.0, PointLabel::Foreground)],
-            bbox: Some([2.0, 3.0, 8.0, 9.0]),
-            ..Prompt::default()
-        };
-        let (coords, labels) = decoder_inputs(&prompt, ImageSize::new(10, 20), ImageSize::new(512, 1024));
-        assert_eq!(labels.to_vec(), vec![1.0, 2.0, 3.0]);
-        let scaled = |v: f64| (v * 51.2) as f32;
-        assert_eq!(coords.row(1).to_vec(), vec![scaled(2.0), scaled(3.0)]);
-        assert_eq!(coords.row(2).to_vec(), vec![scaled(8.0), scaled(9.0)]);
     }
 
     #[test]

@@ -3,21 +3,23 @@
 //! The official ResizeLongestSide resizes a PIL image, and SAM's masks react to single-level pixel differences
 //! near a mask's edge, so this follows Pillow's `ImagingResample` exactly: a triangle filter whose support widens
 //! with the downscale factor, coefficients normalized per output pixel then fixed to 22 fractional bits, a
-//! horizontal pass rounded to 8 bits, then a vertical pass. Rows are independent, so both passes run on rayon.
+//! horizontal pass rounded to 8 bits, then a vertical pass. Rows are independent, so both passes run on rayon. The
+//! same weights without the rounding give torchvision's antialiased resize of a float image.
 
 use rayon::prelude::*;
 
 /// Pillow's PRECISION_BITS for 8-bit images: 32 - 8 - 2.
 const PRECISION_BITS: u32 = 22;
 
-/// For each output index: the first input index and the fixed-point weights of the inputs from there.
-struct Coefficients {
+/// For each output index: the first input index and the normalized weights of the inputs from there.
+struct Coefficients<W> {
     first: Vec<usize>,
-    weights: Vec<Vec<i32>>,
+    weights: Vec<Vec<W>>,
 }
 
-/// Pillow's `precompute_coeffs` with the bilinear filter, then `normalize_coeffs_8bpc`.
-fn coefficients(input_len: usize, output_len: usize) -> Coefficients {
+/// Pillow's `precompute_coeffs` with the bilinear filter (torch's antialiased bilinear computes the same weights):
+/// a triangle whose support widens with the downscale factor, normalized per output pixel.
+fn coefficients(input_len: usize, output_len: usize) -> Coefficients<f64> {
     let scale = input_len as f64 / output_len as f64;
     let filter_scale = scale.max(1.0);
     let support = filter_scale; // the triangle filter's support is 1.0
@@ -30,17 +32,20 @@ fn coefficients(input_len: usize, output_len: usize) -> Coefficients {
         let raw: Vec<f64> =
             (min..max).map(|x| (1.0 - ((x as f64 - center + 0.5) / filter_scale).abs()).max(0.0)).collect();
         let total: f64 = raw.iter().sum();
-        let fixed = raw
-            .iter()
-            .map(|w| {
-                let w = if total != 0.0 { w / total } else { *w } * f64::from(1u32 << PRECISION_BITS);
-                (if w < 0.0 { w - 0.5 } else { w + 0.5 }) as i32
-            })
-            .collect();
         first.push(min);
-        weights.push(fixed);
+        weights.push(raw.iter().map(|w| if total != 0.0 { w / total } else { *w }).collect());
     }
     Coefficients { first, weights }
+}
+
+/// Pillow's `normalize_coeffs_8bpc`: the weights in fixed point with [`PRECISION_BITS`] fractional bits.
+fn fixed_point(coefficients: Coefficients<f64>) -> Coefficients<i32> {
+    let fix = |w: f64| {
+        let w = w * f64::from(1u32 << PRECISION_BITS);
+        (if w < 0.0 { w - 0.5 } else { w + 0.5 }) as i32
+    };
+    let weights = coefficients.weights.into_iter().map(|ws| ws.into_iter().map(fix).collect()).collect();
+    Coefficients { first: coefficients.first, weights }
 }
 
 /// Pillow's `clip8`: drop the fractional bits (the 0.5 was added up front) and clamp.
@@ -55,7 +60,7 @@ pub fn resize_rgb8(input: &[u8], width: usize, height: usize, new_width: usize, 
     let horizontal = if new_width == width {
         input.to_vec()
     } else {
-        let columns = coefficients(width, new_width);
+        let columns = fixed_point(coefficients(width, new_width));
         let mut out = vec![0u8; new_width * 3 * height];
         out.par_chunks_mut(new_width * 3).zip(input.par_chunks(width * 3)).for_each(|(target, source)| {
             for (x, pixel) in target.chunks_exact_mut(3).enumerate() {
@@ -77,7 +82,7 @@ pub fn resize_rgb8(input: &[u8], width: usize, height: usize, new_width: usize, 
     if new_height == height {
         return horizontal;
     }
-    let rows = coefficients(height, new_height);
+    let rows = fixed_point(coefficients(height, new_height));
     let stride = new_width * 3;
     let mut out = vec![0u8; stride * new_height];
     out.par_chunks_mut(stride).enumerate().for_each(|(y, target)| {
@@ -91,6 +96,37 @@ pub fn resize_rgb8(input: &[u8], width: usize, height: usize, new_width: usize, 
         }
         for (value, sum) in target.iter_mut().zip(sums) {
             *value = clip8(sum);
+        }
+    });
+    out
+}
+
+/// Resizes interleaved RGB8 `input` (`width` x `height`) to `new_width` x `new_height` without rounding, in
+/// 0..255: torchvision's antialiased bilinear `Resize` of a float image (SAM 2's transform), both passes in f32.
+pub fn resize_rgb_f32(input: &[u8], width: usize, height: usize, new_width: usize, new_height: usize) -> Vec<f32> {
+    let columns = coefficients(width, new_width);
+    let mut horizontal = vec![0f32; new_width * 3 * height];
+    horizontal.par_chunks_mut(new_width * 3).zip(input.par_chunks(width * 3)).for_each(|(target, source)| {
+        for (x, pixel) in target.chunks_exact_mut(3).enumerate() {
+            let start = columns.first[x];
+            for (i, &w) in columns.weights[x].iter().enumerate() {
+                let p = &source[(start + i) * 3..][..3];
+                for c in 0..3 {
+                    pixel[c] += f32::from(p[c]) * w as f32;
+                }
+            }
+        }
+    });
+    let rows = coefficients(height, new_height);
+    let stride = new_width * 3;
+    let mut out = vec![0f32; stride * new_height];
+    out.par_chunks_mut(stride).enumerate().for_each(|(y, target)| {
+        let start = rows.first[y];
+        for (i, &w) in rows.weights[y].iter().enumerate() {
+            let source = &horizontal[(start + i) * stride..][..stride];
+            for (value, &v) in target.iter_mut().zip(source) {
+                *value += v * w as f32;
+            }
         }
     });
     out
@@ -115,5 +151,20 @@ mod tests {
         let output = resize_rgb8(&input, 5, 4, 3, 2);
         let expected: [u8; 18] = [21, 57, 5, 100, 57, 24, 179, 57, 43, 21, 183, 17, 100, 183, 78, 179, 183, 139];
         assert_eq!(output, expected);
+    }
+
+    #[test]
+    fn float_resize_is_the_unrounded_8_bit_one() {
+        let input: Vec<u8> = (0..7usize * 6 * 3).map(|v| ((v * 37) % 256) as u8).collect();
+        for (w, h) in [(3, 2), (7, 6), (12, 9), (5, 11)] {
+            let rounded = resize_rgb8(&input, 7, 6, w, h);
+            let float = resize_rgb_f32(&input, 7, 6, w, h);
+            // Only the 8-bit path rounds (twice): within one level of each other.
+            for (&r, &f) in rounded.iter().zip(&float) {
+                assert!((f32::from(r) - f).abs() <= 1.0, "{w}x{h}: {r} vs {f}");
+            }
+        }
+        let same: Vec<f32> = input.iter().map(|&v| f32::from(v)).collect();
+        assert_eq!(resize_rgb_f32(&input, 7, 6, 7, 6), same);
     }
 }
