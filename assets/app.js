@@ -416,7 +416,8 @@ function onPointerMove(event) {
   if (!state.image) return;
   if (drag.start) {
     const distance = Math.hypot(event.clientX - drag.screenStart[0], event.clientY - drag.screenStart[1]);
-    if (drag.button === 0 && distance > DRAG_THRESHOLD_PX) drag.moved = true;
+    // A decoder without a box input (the transformers export) takes the drag as a click where it ends.
+    if (drag.button === 0 && state.image.boxes && distance > DRAG_THRESHOLD_PX) drag.moved = true;
     if (drag.moved) {
       cancelHover();
       drawPrompts(dragBox(event));
@@ -460,10 +461,10 @@ async function openImage(file) {
     } catch {
       throw new ApiError(0, 'browser', 'the server read this image but this browser cannot display its format');
     }
-    const { singleMask, maskInput } = await abilities(info.model);
+    const { singleMask, maskInput, boxes } = await abilities(info.model);
     state.image = {
       id: info.image_id, width: info.width, height: info.height, fileName: file.name || 'image', bitmap, singleMask,
-      maskInput,
+      maskInput, boxes,
     };
     // A decoder with one mask per prompt has no candidates to offer, and no grid of them to segment everything.
     $('everything').disabled = singleMask;
@@ -563,15 +564,20 @@ function exportCoco() {
 
 /**
  * What the model's decoder can do (GET /v1/models): whether it gives one mask per prompt (then no multimask
- * requests) and whether it takes mask_input (EdgeSAM's does not: clicks then start from the prompts alone).
+ * requests), whether it takes mask_input (EdgeSAM's does not: clicks then start from the prompts alone) and
+ * boxes (the transformers export does not: no box drawing).
  */
 async function abilities(model) {
   try {
     const response = await fetch('/v1/models');
     const listed = (await response.json()).models.find((entry) => entry.name === model);
-    return { singleMask: Boolean(listed && listed.single_mask), maskInput: !listed || listed.mask_input !== false };
+    return {
+      singleMask: Boolean(listed && listed.single_mask),
+      maskInput: !listed || listed.mask_input !== false,
+      boxes: !listed || listed.boxes !== false,
+    };
   } catch {
-    return { singleMask: false, maskInput: true };
+    return { singleMask: false, maskInput: true, boxes: true };
   }
 }
 

@@ -11,7 +11,7 @@ use crate::amg::{self, AmgError, AmgInput, AmgParams};
 use crate::image_input::{ImageError, ImageLimits, decode_image};
 use crate::mask::rle::CocoRle;
 use crate::model::{ModelError, PromptError, SamModel};
-use crate::segment::{PromptSpec, segment_masks};
+use crate::segment::{PromptSpec, check_supported, segment_masks};
 
 /// What a batch does with each image.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -39,6 +39,23 @@ impl BatchTask {
                 Ok(())
             }
             Self::Everything { params } => params.validate().map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Checks that `model` can do the task at all (a decoder without the multimask candidates cannot segment
+    /// everything; one without a box input cannot take boxes).
+    pub fn check_model(&self, model: &SamModel) -> Result<(), String> {
+        match self {
+            Self::Prompts { prompts } => {
+                for (file, specs) in prompts {
+                    for (index, spec) in specs.iter().enumerate() {
+                        let prompt = spec.to_prompt().map_err(|e| format!("{file}: prompt {index}: {e}"))?;
+                        check_supported(model, index, &prompt).map_err(|e| format!("{file}: {e}"))?;
+                    }
+                }
+                Ok(())
+            }
+            Self::Everything { .. } => crate::amg::check_model(model).map_err(|e| e.to_string()),
         }
     }
 }

@@ -36,11 +36,11 @@ pub struct MeanIou {
     pub point_best_of_3: f64,
     /// One click and two corrective clicks.
     pub points_3: f64,
-    /// The object's box.
+    /// The object's box (`None` for a model that takes no boxes).
     #[serde(rename = "box")]
-    pub bbox: f64,
+    pub bbox: Option<f64>,
     /// The box and the first click.
-    pub box_point: f64,
+    pub box_point: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -59,9 +59,12 @@ impl EvalReport {
     pub fn table(&self) -> String {
         let m = &self.miou;
         let rows = [
-            ("1 point (top score)", m.point_top),
-            (if self.masks_per_click == 1 { "1 point (best of 1)" } else { "1 point (best of 3)" }, m.point_best_of_3),
-            ("3 points", m.points_3),
+            ("1 point (top score)", Some(m.point_top)),
+            (
+                if self.masks_per_click == 1 { "1 point (best of 1)" } else { "1 point (best of 3)" },
+                Some(m.point_best_of_3),
+            ),
+            ("3 points", Some(m.points_3)),
             ("box", m.bbox),
             ("box + point", m.box_point),
         ];
@@ -70,7 +73,8 @@ impl EvalReport {
             self.model, self.images, self.instances, self.seconds, "prompt", "mIoU"
         );
         for (name, value) in rows {
-            text.push_str(&format!("{name:<22}{value:>8.4}\n"));
+            let value = value.map_or_else(|| "n/a".to_string(), |v| format!("{v:.4}"));
+            text.push_str(&format!("{name:<22}{value:>8}\n"));
         }
         text
     }
@@ -131,8 +135,8 @@ fn masks_for(
     Ok(segment_masks(model, embedding, &[prompt], multimask)?.remove(0))
 }
 
-/// The five IoUs of one instance.
-fn instance_ious(model: &SamModel, embedding: &Embedding, truth: &BinaryMask) -> Result<[f64; 5], ModelError> {
+/// The five IoUs of one instance (the two with a box are `None` for a model that takes no boxes).
+fn instance_ious(model: &SamModel, embedding: &Embedding, truth: &BinaryMask) -> Result<[Option<f64>; 5], ModelError> {
     let first = click(deepest_point(truth).expect("instances are not empty"), PointLabel::Foreground);
     let multimask = !model.decoder.single_mask();
     let one = masks_for(model, embedding, Prompt { points: vec![first], ..Prompt::default() }, multimask)?;
@@ -151,10 +155,14 @@ fn instance_ious(model: &SamModel, embedding: &Embedding, truth: &BinaryMask) ->
     }
     let points_3 = current.runs.binary().iou(truth);
 
+    if !model.decoder.takes_boxes() {
+        return Ok([Some(point_top), Some(point_best), Some(points_3), None, None]);
+    }
     let bbox = Some(tight_box(truth));
     let boxed = masks_for(model, embedding, Prompt { bbox, ..Prompt::default() }, false)?;
     let box_point = masks_for(model, embedding, Prompt { points: vec![first], bbox, mask_input: None }, false)?;
-    Ok([point_top, point_best, points_3, boxed[0].runs.binary().iou(truth), box_point[0].runs.binary().iou(truth)])
+    let (boxed, box_point) = (boxed[0].runs.binary().iou(truth), box_point[0].runs.binary().iou(truth));
+    Ok([Some(point_top), Some(point_best), Some(points_3), Some(boxed), Some(box_point)])
 }
 
 /// Evaluates `model` on the dataset; images are read from `images_dir`.
@@ -174,7 +182,7 @@ pub fn evaluate(model: &SamModel, dataset: &[CocoImage], images_dir: &Path) -> R
         let embedding = model.encoder.encode(&pixels)?;
         for truth in &image.instances {
             for (sum, iou) in sums.iter_mut().zip(instance_ious(model, &embedding, truth)?) {
-                *sum += iou;
+                *sum += iou.unwrap_or_default();
             }
             instances += 1;
         }
@@ -188,8 +196,8 @@ pub fn evaluate(model: &SamModel, dataset: &[CocoImage], images_dir: &Path) -> R
             point_top: mean(0),
             point_best_of_3: mean(1),
             points_3: mean(2),
-            bbox: mean(3),
-            box_point: mean(4),
+            bbox: model.decoder.takes_boxes().then(|| mean(3)),
+            box_point: model.decoder.takes_boxes().then(|| mean(4)),
         },
         masks_per_click: if model.decoder.single_mask() { 1 } else { 3 },
         seconds: started.elapsed().as_secs_f64(),

@@ -171,12 +171,7 @@ pub fn segment_masks(
         )));
     }
     for (index, prompt) in prompts.iter().enumerate() {
-        if prompt.mask_input.is_some() && !model.decoder.takes_mask_input() {
-            return Err(ModelError::Unsupported(format!(
-                "prompt {index}: mask_input: the decoder of {} takes no mask input (points and boxes only)",
-                model.name()
-            )));
-        }
+        check_supported(model, index, prompt)?;
         prompt
             .validate(embedding.original, model.decoder.low_res_size())
             .map_err(|error| ModelError::Prompt { index, error })?;
@@ -203,6 +198,21 @@ pub fn segment_masks(
             masks
         })
         .collect())
+}
+
+/// Refuses what the model's decoder cannot take: `mask_input` (EdgeSAM's export, transformers') or a box
+/// (transformers').
+pub fn check_supported(model: &SamModel, index: usize, prompt: &Prompt) -> Result<(), ModelError> {
+    let refuse = |what: &str, why: &str| {
+        Err(ModelError::Unsupported(format!("prompt {index}: {what}: the decoder of {} {why}", model.name())))
+    };
+    if prompt.mask_input.is_some() && !model.decoder.takes_mask_input() {
+        return refuse("mask_input", "takes no mask input (points and boxes only)");
+    }
+    if prompt.bbox.is_some() && !model.decoder.takes_boxes() {
+        return refuse("box", "takes points only (its export has no box input)");
+    }
+    Ok(())
 }
 
 /// [`segment_masks`] with the API's encodings of each mask.

@@ -304,6 +304,10 @@ fn models_inspect_says_what_a_folder_holds_or_why_it_cannot_be_served() {
     for expected in ["family         sam2", "high_res_feats_0 [", "image_embed [", "3 multimask candidates"] {
         assert!(sam2.contains(expected), "{expected} missing from:\n{sam2}");
     }
+    let transformers = String::from_utf8_lossy(&inspect(&models.join("slimsam-transformers")).stdout).into_owned();
+    for expected in ["image_positional_embeddings [", "points, no box, no mask_input", "vision_encoder.onnx"] {
+        assert!(transformers.contains(expected), "{expected} missing from:\n{transformers}");
+    }
     let refused = stderr_of(&inspect(&common::fixtures()));
     assert!(refused.contains("not one encoder and one decoder") && refused.trim().lines().count() == 1, "{refused}");
 }

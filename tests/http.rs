@@ -239,6 +239,25 @@ fn a_sam2_folder_serves_clicks_refinement_and_everything() {
 }
 
 #[test]
+fn a_decoder_without_a_box_input_refuses_boxes_with_422() {
+    let folder = common::fixtures().join("models/slimsam-transformers");
+    let server = Server::spawn(&["--model-dir", folder.to_str().unwrap()], &[]);
+    let info = server.get("/v1/models").json()["models"][0].clone();
+    assert_eq!((info["boxes"].as_bool(), info["mask_input"].as_bool()), (Some(false), Some(false)));
+    let landscape = fixture_image("landscape.png");
+    let id = server.upload(&landscape)["image_id"].as_str().unwrap().to_string();
+    let path = format!("/v1/images/{id}/segment");
+    let boxed = server.post_json(&path, &json!({"prompts": [click(475.0, 365.0), {"box": [400, 300, 520, 420]}]}));
+    assert_eq!((boxed.status, boxed.error_code().as_str()), (422, "invalid_request"));
+    assert!(boxed.json()["error"]["message"].as_str().unwrap().contains("prompt 1: box"));
+    let spec = br#"{"prompts": {"a.png": [{"box": [400, 300, 520, 420]}]}}"#;
+    let job = server.post_form("/v1/jobs", &[("image", Some("a.png"), &landscape), ("spec", None, spec)]);
+    assert_eq!((job.status, job.error_code().as_str()), (422, "invalid_request"));
+    assert_eq!(server.post_json(&path, &json!({"prompts": [click(475.0, 365.0)]})).status, 200);
+    assert_still_serving(&server, &id);
+}
+
+#[test]
 fn a_decoder_without_mask_input_refuses_refinement_and_does_the_rest() {
     let folder = common::fixtures().join("models/edgesam");
     let server = Server::spawn(&["--model-dir", folder.to_str().unwrap()], &[]);
@@ -269,8 +288,13 @@ fn models_folders_without_model_toml_are_found_in_the_models_directory() {
         "samexporter-hwc",
         "samexporter-quantized",
         "samexporter-single",
+        "samserve-s",
+        "slimsam-transformers",
+        "slimsam-transformers-quantized",
+        "tiny",
+        "tiny-lean",
     ];
-    assert_eq!(names, [&expected[..], &["samserve-s", "tiny", "tiny-lean"]].concat());
+    assert_eq!(names, expected);
 }
 
 #[test]

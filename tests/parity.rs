@@ -187,12 +187,11 @@ fn samexporter_files_with_external_weights_match_sam_predictor() {
     run_parity("samexporter-external", "parity_samexporter.json", false);
 }
 
-/// samexporter's `--quantize-out` files (8-bit weights, AnyLabeling's `.quant.onnx`) load as they are; quantization
-/// changes the network, so their masks are compared with the float model's official ones by IoU, not for parity.
-#[test]
-fn quantized_samexporter_files_answer_close_to_the_float_model() {
-    let model = common::load_model("samexporter-quantized");
-    let fixtures = common::read_json("parity_samexporter.json");
+/// The mean and the lowest IoU of `model_name`'s masks with the best-scored official masks of `fixture_file`'s
+/// cases (refinements left out): for quantized files, whose network differs from the float model's answers.
+fn iou_with_the_float_model(model_name: &str, fixture_file: &str, cases: usize) -> (f64, f64) {
+    let model = common::load_model(model_name);
+    let fixtures = common::read_json(fixture_file);
     let mut ious = Vec::new();
     let mut current: Option<(String, Embedding)> = None;
     for case in fixtures["cases"].as_array().unwrap().iter().filter(|c| c["prompt"].get("refine_from").is_none()) {
@@ -208,11 +207,47 @@ fn quantized_samexporter_files_answer_close_to_the_float_model() {
         let mine = rle::decode(ours[0].masks[0].encodings.rle.as_ref().unwrap()).unwrap();
         ious.push(mine.iou(&common::best_official_mask(case)));
     }
+    assert_eq!(ious.len(), cases);
     let mean = ious.iter().sum::<f64>() / ious.len() as f64;
     let lowest = ious.iter().copied().fold(1.0, f64::min);
-    eprintln!("quantized: {} cases, mean IoU {mean:.4}, lowest {lowest:.4}", ious.len());
-    assert_eq!(ious.len(), 25);
+    eprintln!("{model_name}: {} cases, mean IoU {mean:.4}, lowest {lowest:.4}", ious.len());
+    (mean, lowest)
+}
+
+/// samexporter's `--quantize-out` files (8-bit weights, AnyLabeling's `.quant.onnx`) load as they are; quantization
+/// changes the network, so their masks are compared with the float model's official ones by IoU, not for parity.
+#[test]
+fn quantized_samexporter_files_answer_close_to_the_float_model() {
+    let (mean, lowest) = iou_with_the_float_model("samexporter-quantized", "parity_samexporter.json", 25);
     // Measured: mean 0.952, lowest 0.782 (a small mask on the 37x23 image); a broken load gives empty masks.
+    assert!(mean >= 0.9 && lowest >= 0.7, "mean IoU {mean}, lowest {lowest}");
+}
+
+/// The transformers.js layout (`Xenova/slimsam-77-uniform`, `Xenova/sam-vit-base`): transformers' SamModel
+/// exported by optimum (tools/make_transformers_fixtures.py, the AMG fixture model's weights), against SamModel
+/// and SamProcessor in PyTorch. Its decoder takes points only (no box, no mask_input) and gives the three
+/// multimask candidates.
+#[test]
+fn transformers_files_match_sam_model_and_refuse_boxes() {
+    let model = common::load_model("slimsam-transformers");
+    let tensors: Vec<&str> = model.encoder.embedding_tensors().map(|(name, _)| name).collect();
+    assert_eq!(tensors, ["image_embeddings", "image_positional_embeddings"]);
+    assert_eq!(model.decoder.mask_tokens(), MaskTokens::Multimask);
+    assert!(!model.decoder.takes_boxes() && !model.decoder.takes_mask_input());
+    run_parity("slimsam-transformers", "parity_transformers.json", false);
+    let image =
+        decode_image(&std::fs::read(common::fixtures().join("images/tiny.png")).unwrap(), &ImageLimits::default());
+    let embedding = model.encoder.encode(&image.unwrap()).unwrap();
+    let boxed = prompt_from_json(&serde_json::json!({"box": [2, 2, 10, 12]}));
+    let error = segment(&model, &embedding, &[boxed], &options(false)).err().unwrap();
+    assert!(error.to_string().contains("takes points only"), "{error}");
+}
+
+/// transformers.js's `_quantized` files (8-bit weights, as its conversion script quantizes them).
+#[test]
+fn quantized_transformers_files_answer_close_to_the_float_model() {
+    let (mean, lowest) = iou_with_the_float_model("slimsam-transformers-quantized", "parity_transformers.json", 15);
+    // Measured: mean 0.971, lowest 0.935.
     assert!(mean >= 0.9 && lowest >= 0.7, "mean IoU {mean}, lowest {lowest}");
 }
 

@@ -76,6 +76,19 @@ def encode(mask_rle):
     return {"size": [int(v) for v in mask_rle["size"]], "counts": mask_rle["counts"]}
 
 
+def mask_record(m):
+    """One mask of a generator's output (output_mode="coco_rle") as the fixture stores it."""
+    return {
+        "segmentation": encode(m["segmentation"]),
+        "area": int(m["area"]),
+        "bbox": [float(v) for v in m["bbox"]],
+        "predicted_iou": float(m["predicted_iou"]),
+        "stability_score": float(m["stability_score"]),
+        "point_coords": [[float(v) for v in p] for p in m["point_coords"]],
+        "crop_box": [float(v) for v in m["crop_box"]],
+    }
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--weights", required=True, help="a samserve-s checkpoint (train_default.py --checkpoint)")
@@ -105,18 +118,7 @@ def main():
         cases.append({
             "image": file_name,
             "params": params,
-            "masks": [
-                {
-                    "segmentation": encode(m["segmentation"]),
-                    "area": int(m["area"]),
-                    "bbox": [float(v) for v in m["bbox"]],
-                    "predicted_iou": float(m["predicted_iou"]),
-                    "stability_score": float(m["stability_score"]),
-                    "point_coords": [[float(v) for v in p] for p in m["point_coords"]],
-                    "crop_box": [float(v) for v in m["crop_box"]],
-                }
-                for m in masks
-            ],
+            "masks": [mask_record(m) for m in masks],
         })
     (ROOT / "amg.json").write_text(json.dumps({"model": "amg", "logit_scale": scale, "iou_shift": shift,
                                                "cases": cases}))

@@ -46,23 +46,40 @@ every score is within 1e-3:
 - masks: the low-res logits resized to the image's (h, w) by bilinear interpolation, align_corners=False and no
   antialiasing (also when shrinking, for images smaller than S/4), then > 0.
 
-Run after make_layout_fixtures.py:  python tools/make_sam2_fixtures.py  (about ten seconds)
+"Segment everything" (tests/fixtures/amg_sam2.json, the schema of amg.json: model, cases [{image, params, masks
+[{segmentation (COCO RLE), area, bbox, predicted_iou, point_coords, stability_score, crop_box}]}], no logit_scale or
+iou_shift since the weight edits above are fixed): the official SAM2AutomaticMaskGenerator (output_mode "coco_rle")
+on the same model, its internal SAM2ImagePredictor given the feature sizes as above, for AMG_CASES; params holds
+only what differs from SAM 2's defaults (pred_iou_thresh 0.8, stability_score_thresh 0.95, stability_score_offset
+1.0, box_nms_thresh 0.7, points_per_side 32, crop_n_layers 0, min_mask_region_area 0, multimask_output True,
+use_m2m False). In SAM 2, min_mask_region_area is no post-pass over the final masks (generate never calls
+postprocess_small_regions): it is the predictor's max_hole_area and max_sprinkle_area, which fill the low-res
+logits' background components of at most that many low-res pixels (8-connected) with +10 and then set the
+foreground components of the unfilled logits of at most that area to -10, before the upsampling; its connected
+components come from a CUDA kernel that CPU installs lack (the filling is then skipped with a warning), so
+`connected_components` stands in for it here.
+
+Run after make_layout_fixtures.py:  python tools/make_sam2_fixtures.py  (about fifteen seconds)
 """
 
 import json
 import time
 from pathlib import Path
+from unittest import mock
 
+import cv2
 import numpy as np
 import onnxruntime
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
+from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 from sam2.utils.amg import calculate_stability_score
 from samexporter.export_sam2 import SAM2ImageDecoder, SAM2ImageEncoder
 
+from make_amg_fixtures import mask_record
 from make_fixtures import encode_mask
 from make_layout_fixtures import rgb8
 
@@ -81,6 +98,20 @@ IOU_CENTER = 0.04
 OPSET = 18  # export_sam2.py's default
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)  # SAM2Transforms
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+# (image, the generator's parameters that differ from SAM2AutomaticMaskGenerator's defaults). Every candidate of
+# this model spans nearly the whole image (the speckle reaches every corner), so box NMS at 0.7 keeps one mask
+# and the stabilities stay under 0.95 (about 0.8 at most without min_mask_region_area): thresholds are lowered and
+# NMS relaxed (1.0: only IoU > 1 suppresses, so every candidate that passes the filters is kept, in score order).
+# min_mask_region_area removes the speckle in the low-res logits, which gives boxes of their own and lets 0.98 NMS
+# both keep and suppress. PNG only, as in make_amg_fixtures.py.
+AMG_CASES = [
+    ("rgba.png", {"points_per_side": 16, "pred_iou_thresh": 0.5, "stability_score_thresh": 0.6,
+                  "box_nms_thresh": 0.98, "min_mask_region_area": 200}),
+    ("gray.png", {"points_per_side": 16, "pred_iou_thresh": 0.5, "stability_score_thresh": 0.6,
+                  "box_nms_thresh": 1.0, "min_mask_region_area": 200}),
+    ("rgba.png", {"points_per_side": 8, "pred_iou_thresh": 0.5, "stability_score_thresh": 0.6,
+                  "box_nms_thresh": 1.0}),
+]
 
 
 def model_config():
@@ -165,11 +196,15 @@ def build_model():
     return model
 
 
-def make_predictor(model):
-    predictor = SAM2ImagePredictor(model, max_hole_area=0.0)
+def fit_feature_sizes(predictor, model):
+    """SAM2ImagePredictor's feature sizes, hard-coded for image_size 1024, set from the model's."""
     side = model.image_size // model.backbone_stride
     predictor._bb_feat_sizes = [(4 * side, 4 * side), (2 * side, 2 * side), (side, side)]
     return predictor
+
+
+def make_predictor(model):
+    return fit_feature_sizes(SAM2ImagePredictor(model, max_hole_area=0.0), model)
 
 
 def export(model):
@@ -362,28 +397,65 @@ def check_decisive(cases, logits, scores):
     assert len({int(np.argmax(candidates)) for candidates in scores}) > 1, "the same candidate is always best"
 
 
+def connected_components(mask):
+    """sam2.utils.misc.get_connected_components on the CPU. sam2 computes it with a CUDA kernel of its own
+    (sam2._C, csrc/connected_components.cu: 8-connectivity; labels > 0 on the foreground, and each foreground pixel's
+    component area); without it (any CPU install) SAM2Transforms.postprocess_masks warns and skips the hole and
+    sprinkle filling. mask: [N, 1, H, W] bool; returns (labels, areas) int32 [N, 1, H, W], 0 on the background."""
+    planes = mask[:, 0].to(torch.uint8).numpy()
+    labels, areas = np.zeros(planes.shape, np.int32), np.zeros(planes.shape, np.int32)
+    for n, plane in enumerate(planes):
+        _, labels[n], stats, _ = cv2.connectedComponentsWithStats(plane, connectivity=8)
+        areas[n] = np.where(labels[n] > 0, stats[labels[n], cv2.CC_STAT_AREA], 0)
+    return torch.from_numpy(labels)[:, None], torch.from_numpy(areas)[:, None]
+
+
+def amg_cases(model):
+    """SAM2AutomaticMaskGenerator's masks for AMG_CASES, in the schema of amg.json (make_amg_fixtures.py)."""
+    cases = []
+    with mock.patch("sam2.utils.misc.get_connected_components", connected_components):
+        for file_name, params in AMG_CASES:
+            generator = SAM2AutomaticMaskGenerator(model, output_mode="coco_rle", **params)
+            fit_feature_sizes(generator.predictor, model)
+            masks = generator.generate(rgb8(ROOT / "images" / file_name))
+            print(f"  {file_name} {params}: {len(masks)} masks", flush=True)
+            cases.append({"image": file_name, "params": params, "masks": [mask_record(m) for m in masks]})
+    return cases
+
+
+def answer_references(predictor, references, answer):
+    """`answer(predictor, reference)` for each reference case, the predictor set to each image once: the cases, the
+    kept logits and the candidates' scores."""
+    cases, logits, scores, current = [], [], [], None
+    for reference in references:
+        if reference["image"] != current:
+            current = reference["image"]
+            predictor.set_image(rgb8(ROOT / "images" / current))
+        case, kept_logits, candidate_scores = answer(predictor, reference)
+        cases.append(case)
+        logits.append(kept_logits)
+        scores.append(candidate_scores)
+    return cases, logits, scores
+
+
 def main():
     torch.set_num_threads(1)
     start = time.time()
     model = build_model()
     export(model)
     predictor = make_predictor(model)
-    cases, logits, scores, current = [], [], [], None
-    for reference in json.loads((ROOT / "parity_samexporter.json").read_text())["cases"]:
-        if reference["image"] != current:
-            current = reference["image"]
-            predictor.set_image(rgb8(ROOT / "images" / current))
-        case, kept_logits, candidate_scores = reference_case(predictor, reference)
-        cases.append(case)
-        logits.append(kept_logits)
-        scores.append(candidate_scores)
+    references = json.loads((ROOT / "parity_samexporter.json").read_text())["cases"]
+    cases, logits, scores = answer_references(predictor, references, reference_case)
     check_decisive(cases, logits, scores)
     (ROOT / "parity_sam2.json").write_text(json.dumps({"model": "sam2-samexporter", "cases": cases}, indent=1))
     print(f"wrote {len(cases)} cases; onnxruntime with numpy pre- and post-processing against the predictor:")
     worst_iou, worst_score = verify(cases, logits)
     sizes = ", ".join(f"{path.name} {path.stat().st_size / 1e6:.2f} MB" for path in (ENCODER, DECODER))
-    print(f"smallest IoU {worst_iou:.5f}, largest score difference {worst_score:.1e}; {sizes}; "
-          f"{time.time() - start:.0f} s")
+    print(f"smallest IoU {worst_iou:.5f}, largest score difference {worst_score:.1e}; {sizes}")
+    print("automatic mask generator:")
+    amg = ROOT / "amg_sam2.json"
+    amg.write_text(json.dumps({"model": "sam2-samexporter", "cases": amg_cases(model)}))
+    print(f"wrote {amg.name}, {amg.stat().st_size / 1e6:.2f} MB; {time.time() - start:.0f} s")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ use crate::mask::nms::{BoxXyxy, nms};
 use crate::mask::regions::{RegionKind, remove_small_regions};
 use crate::mask::upscale::logits_before_last_resize;
 use crate::mask::{self, BinaryMask, rle};
-use crate::model::{Embedding, ImageSize, ModelError, Point, PointLabel, Prompt, SamModel};
+use crate::model::{Embedding, Family, ImageSize, ModelError, Point, PointLabel, Prompt, SamModel};
 pub use grid::CropBox;
 pub use output::{EverythingMask, encode_all};
 
@@ -43,9 +43,11 @@ pub struct AmgParams {
     /// Points decoded together in one decoder run.
     #[arg(long, default_value_t = DEFAULTS.points_per_batch)]
     pub points_per_batch: usize,
-    /// Keep masks whose predicted IoU is above this.
-    #[arg(long, default_value_t = DEFAULTS.pred_iou_thresh)]
-    pub pred_iou_thresh: f32,
+    /// Keep masks whose predicted IoU is above this [default: the official generator's for the model's family:
+    /// 0.88 for SAM, 0.8 for SAM 2]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pred_iou_thresh: Option<f32>,
     /// Keep masks whose stability score is at least this.
     #[arg(long, default_value_t = DEFAULTS.stability_score_thresh)]
     pub stability_score_thresh: f32,
@@ -75,7 +77,7 @@ pub struct AmgParams {
 const DEFAULTS: AmgParams = AmgParams {
     points_per_side: 32,
     points_per_batch: 64,
-    pred_iou_thresh: 0.88,
+    pred_iou_thresh: None,
     stability_score_thresh: 0.95,
     stability_score_offset: 1.0,
     box_nms_thresh: 0.7,
@@ -103,9 +105,14 @@ impl AmgParams {
         if !(1..=1024).contains(&self.points_per_batch) {
             return invalid("points_per_batch must be between 1 and 1024");
         }
-        if ![self.pred_iou_thresh, self.stability_score_thresh, self.box_nms_thresh, self.crop_nms_thresh]
-            .into_iter()
-            .all(unit)
+        if ![
+            self.pred_iou_thresh.unwrap_or_default(),
+            self.stability_score_thresh,
+            self.box_nms_thresh,
+            self.crop_nms_thresh,
+        ]
+        .into_iter()
+        .all(unit)
         {
             return invalid(
                 "pred_iou_thresh, stability_score_thresh, box_nms_thresh and crop_nms_thresh must be in [0, 1]",
@@ -124,6 +131,15 @@ impl AmgParams {
             return invalid("crop_n_points_downscale_factor must be at least 1");
         }
         Ok(())
+    }
+
+    /// `pred_iou_thresh`, or the default of the official generator of the model's family
+    /// (SamAutomaticMaskGenerator: 0.88; SAM2AutomaticMaskGenerator: 0.8).
+    pub fn pred_iou_thresh_for(&self, family: Family) -> f32 {
+        self.pred_iou_thresh.unwrap_or(match family {
+            Family::Sam => 0.88,
+            Family::Sam2 => 0.8,
+        })
     }
 }
 
@@ -278,12 +294,13 @@ fn process_batch(
         .map(|&[x, y]| Prompt { points: vec![Point { x, y, label: PointLabel::Foreground }], ..Prompt::default() })
         .collect();
     let decoded = model.decoder.decode(embedding, &prompts)?;
+    let pred_iou_thresh = params.pred_iou_thresh_for(model.encoder.family());
     // Prompt-major, then token, as the official `flatten(0, 1)`: the multimask candidates.
     let candidates: Vec<(usize, usize)> = decoded
         .iter()
         .enumerate()
         .flat_map(|(p, answer)| model.decoder.answer_tokens(&answer.scores, true).map(move |t| (p, t)))
-        .filter(|&(p, t)| params.pred_iou_thresh <= 0.0 || decoded[p].scores[t] > params.pred_iou_thresh)
+        .filter(|&(p, t)| pred_iou_thresh <= 0.0 || decoded[p].scores[t] > pred_iou_thresh)
         .collect();
     let (family, input_size) = (model.encoder.family(), model.encoder.input_size());
     let filters_stability = params.stability_score_thresh > 0.0;
@@ -403,7 +420,7 @@ mod tests {
         assert_eq!(parsed, AmgParams { points_per_side: 8, ..AmgParams::default() });
         assert!(serde_json::from_str::<AmgParams>(r#"{"points_per_sid": 8}"#).is_err());
         assert!(AmgParams { points_per_side: 0, ..params.clone() }.validate().is_err());
-        assert!(AmgParams { pred_iou_thresh: f32::NAN, ..params.clone() }.validate().is_err());
+        assert!(AmgParams { pred_iou_thresh: Some(f32::NAN), ..params.clone() }.validate().is_err());
         assert!(AmgParams { crop_overlap_ratio: 1.0, ..params }.validate().is_err());
     }
 

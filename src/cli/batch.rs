@@ -75,9 +75,7 @@ pub fn run(runtime: &Runtime, args: &BatchArgs) -> Result<()> {
     let workers = args.workers();
     let sessions = SessionCounts { encoder: workers, decoder: workers };
     let model = super::load_model_with(runtime, args.model.as_deref(), sessions)?;
-    if matches!(task, BatchTask::Everything { .. }) {
-        samserve::amg::check_model(&model)?;
-    }
+    task.check_model(&model).map_err(anyhow::Error::msg)?;
     let progress = ProgressBar::new(inputs.len() as u64).with_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} images  {per_sec}  ETA {eta}  {msg}")
             .expect("a valid template"),

@@ -80,15 +80,7 @@ fn describe(model: &SamModel, folder: &Path) -> Result<String> {
             ),
         ),
         ("low-res masks", format!("{} x {}", low_res.height, low_res.width)),
-        (
-            "prompts",
-            if decoder.takes_mask_input() {
-                "points, box, mask_input refinement"
-            } else {
-                "points, box (no mask_input)"
-            }
-            .to_string(),
-        ),
+        ("prompts", prompt_kinds(decoder.takes_boxes(), decoder.takes_mask_input())),
         ("multimask", supported(!single)),
         ("everything", supported(!single)),
         ("devices", format!("encoder {}, decoder {}", model.placement.0, model.placement.1)),
@@ -111,6 +103,13 @@ fn describe(model: &SamModel, folder: &Path) -> Result<String> {
         text.push('\n');
     }
     Ok(text)
+}
+
+fn prompt_kinds(boxes: bool, mask_input: bool) -> String {
+    let mut kinds = vec!["points"];
+    kinds.push(if boxes { "box" } else { "no box" });
+    kinds.push(if mask_input { "mask_input refinement" } else { "no mask_input" });
+    kinds.join(", ")
 }
 
 fn human_size(bytes: u64) -> String {

@@ -232,10 +232,7 @@ pub async fn submit(
         None => JobSpec::default(),
     };
     let task = task_from_spec(spec, &files)?;
-    if matches!(task, BatchTask::Everything { .. }) {
-        let model = &engine.model_map()[&model];
-        crate::amg::check_model(model).map_err(|e| ApiError::invalid_request(e.to_string()))?;
-    }
+    task.check_model(&engine.model_map()[&model]).map_err(ApiError::invalid_request)?;
     let job_id = {
         let (jobs, model) = (Arc::clone(&jobs), model.clone());
         blocking(move || jobs.submit(&model, &task, upload)).await?

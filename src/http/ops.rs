@@ -65,6 +65,8 @@ pub struct ModelInfo {
     /// Whether prompts may carry `mask_input` (refinement from earlier logits); EdgeSAM's export takes points and
     /// boxes only, and answers `mask_input` with 422.
     pub mask_input: bool,
+    /// Whether prompts may have a box; the transformers export takes points only, and answers a box with 422.
+    pub boxes: bool,
     /// Whether several prompts share one decoder run.
     pub batches_prompts: bool,
     /// Where the encoder sessions run: `cpu` or `cuda:N`.
@@ -110,6 +112,7 @@ pub async fn models(state: Data<AppState>) -> Result<HttpResponse, ApiError> {
                 decoder: if model.decoder.takes_orig_im_size() { "official" } else { "lean" },
                 single_mask: model.decoder.single_mask(),
                 mask_input: model.decoder.takes_mask_input(),
+                boxes: model.decoder.takes_boxes(),
                 batches_prompts: model.decoder.batches_prompts(),
                 encoder_device: model.placement.0.to_string(),
                 decoder_device: model.placement.1.to_string(),

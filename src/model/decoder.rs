@@ -7,6 +7,7 @@
 //! as the model's [`Family`] prepares them. The full-resolution masks are never taken from the graph: they are
 //! upsampled in Rust from the low-res logits (see `crate::mask::upscale`), only for the masks that are returned.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::Range;
 
@@ -16,16 +17,20 @@ use ort::value::TensorRef;
 
 use super::encoder::DecoderFeed;
 use super::family::Family;
+use super::point_inputs::PointInputs;
 use super::pool::SessionPool;
 use super::prompt::Prompt;
 use super::{Embedding, Encoder, ImageSize, Manifest, ModelError, static_dims};
 
 const ORIG_IM_SIZE: &str = "orig_im_size";
-const POINT_INPUTS: [&str; 2] = ["point_coords", "point_labels"];
 const MASK_INPUTS: [&str; 2] = ["mask_input", "has_mask_input"];
-/// The (scores, low-res logits) outputs: SamOnnxModel's, EdgeSAM's, SAM 2's samexporter export's.
-const OUTPUT_NAMES: [(&str, &str); 3] =
-    [("iou_predictions", "low_res_masks"), ("scores", "masks"), ("iou_predictions", "masks")];
+/// The (scores, low-res logits) outputs: SamOnnxModel's, EdgeSAM's, SAM 2's samexporter export's, transformers'.
+const OUTPUT_NAMES: [(&str, &str); 4] = [
+    ("iou_predictions", "low_res_masks"),
+    ("scores", "masks"),
+    ("iou_predictions", "masks"),
+    ("iou_scores", "pred_masks"),
+];
 
 /// What a decoder's mask tokens are, from their count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,8 +61,10 @@ pub struct Decoder {
     /// Whether the graph takes `mask_input` (refinement from earlier logits); EdgeSAM's export does not.
     takes_mask_input: bool,
     mask_tokens: MaskTokens,
-    /// Where the points go: how they are prepared and whether the padding point is the caller's.
+    /// How the points are prepared.
     family: Family,
+    /// Where the points go, and whether the padding point is the caller's.
+    points: PointInputs,
     has_orig_im_size: bool,
     batches_prompts: bool,
     low_res_size: ImageSize,
@@ -71,10 +78,11 @@ impl Decoder {
         let session = &sessions[0];
         let file = &manifest.decoder;
         let contract = |message: String| ModelError::Contract { file: file.display().to_string(), message };
-        for name in POINT_INPUTS {
-            static_dims(session.inputs(), name, file)?;
-        }
-        let prompt_inputs = [&POINT_INPUTS[..], &MASK_INPUTS, &[ORIG_IM_SIZE]].concat();
+        let points = PointInputs::detect(session.inputs()).ok_or_else(|| {
+            contract("it takes neither point_coords and point_labels nor input_points and input_labels".into())
+        })?;
+        let (coords_input, labels_input) = points.names();
+        let prompt_inputs = [&[coords_input, labels_input][..], &MASK_INPUTS, &[ORIG_IM_SIZE]].concat();
         let known = |name: &str| prompt_inputs.contains(&name) || encoder.embedding_tensors().any(|(e, _)| e == name);
         if let Some(unknown) = session.inputs().iter().find(|i| !known(i.name())) {
             return Err(contract(format!(
@@ -90,23 +98,27 @@ impl Decoder {
             _ => return Err(contract("it takes one of mask_input and has_mask_input without the other".into())),
         };
         let has_output = |name: &str| session.outputs().iter().any(|o| o.name() == name);
-        let (scores_output, low_res_output) =
-            OUTPUT_NAMES.into_iter().find(|(scores, low_res)| has_output(scores) && has_output(low_res)).ok_or_else(
-                || contract("it has neither iou_predictions and low_res_masks or masks, nor scores and masks".into()),
-            )?;
+        let (scores_output, low_res_output) = OUTPUT_NAMES
+            .into_iter()
+            .find(|(scores, low_res)| has_output(scores) && has_output(low_res))
+            .ok_or_else(|| contract("it has none of the known pairs of outputs (scores, low-res masks)".into()))?;
         let mask_dims = if takes_mask_input {
             static_dims(session.inputs(), "mask_input", file)?
         } else {
             static_dims(session.outputs(), low_res_output, file)?
         };
+        // [B, M, h, w], or [B, P, M, h, w] (transformers).
         let low_res_size = match mask_dims.as_slice() {
-            [_, _, Some(h), Some(w)] => ImageSize::new(*h, *w),
+            [.., _, Some(h), Some(w)] if mask_dims.len() >= 4 => ImageSize::new(*h, *w),
             // SAM's mask decoder upscales the embedding grid 4x.
-            [_, _, None, None] => ImageSize::new(4 * embedding_shape[1], 4 * embedding_shape[2]),
+            [.., _, None, None] if mask_dims.len() >= 4 => {
+                ImageSize::new(4 * embedding_shape[1], 4 * embedding_shape[2])
+            }
             other => return Err(contract(format!("the low-res masks must be [B, M, h, w], not {other:?}"))),
         };
-        let batches_prompts = static_dims(session.inputs(), "point_coords", file)?.first() == Some(&None);
-        let mask_tokens = match static_dims(session.outputs(), scores_output, file)?.get(1).copied().flatten() {
+        let batches_prompts =
+            static_dims(session.inputs(), coords_input, file)?.get(points.prompt_axis()) == Some(&None);
+        let mask_tokens = match static_dims(session.outputs(), scores_output, file)?.last().copied().flatten() {
             Some(1) => MaskTokens::Single,
             Some(3) => MaskTokens::Multimask,
             _ => MaskTokens::SingleAndMultimask,
@@ -119,6 +131,7 @@ impl Decoder {
             takes_mask_input,
             mask_tokens,
             family: encoder.family(),
+            points,
             has_orig_im_size,
             batches_prompts,
             low_res_size,
@@ -133,6 +146,11 @@ impl Decoder {
     /// Whether prompts can carry `mask_input` (earlier low-res logits to refine).
     pub fn takes_mask_input(&self) -> bool {
         self.takes_mask_input
+    }
+
+    /// Whether prompts can have a box: the transformers layout takes points only.
+    pub fn takes_boxes(&self) -> bool {
+        self.points.takes_boxes()
     }
 
     /// Whether the graph gives one mask per prompt, chosen inside it (`SamOnnxModel(return_single_mask=True)`:
@@ -179,7 +197,7 @@ impl Decoder {
         let mut groups: BTreeMap<(usize, bool, usize), Vec<usize>> = BTreeMap::new();
         for (index, prompt) in prompts.iter().enumerate() {
             let solo = if self.batches_prompts { 0 } else { index };
-            groups.entry((self.family.point_slots(prompt), prompt.mask_input.is_some(), solo)).or_default().push(index);
+            groups.entry((self.point_slots(prompt), prompt.mask_input.is_some(), solo)).or_default().push(index);
         }
         let mut decoded: Vec<Option<DecodedPrompt>> = vec![None; prompts.len()];
         for indices in groups.into_values() {
@@ -191,11 +209,19 @@ impl Decoder {
         Ok(decoded.into_iter().map(|d| d.expect("every prompt is in one group")).collect())
     }
 
+    /// The point slots a prompt takes in the decoder's input: its points, its box corners, and the padding point
+    /// where the caller adds it.
+    fn point_slots(&self, prompt: &Prompt) -> usize {
+        let pads = self.points.caller_pads(self.family) && prompt.bbox.is_none();
+        prompt.points.len() + if prompt.bbox.is_some() { 2 } else { 0 } + usize::from(pads)
+    }
+
     /// One decoder run for prompts that share their point count and mask_input presence.
     fn run(&self, embedding: &Embedding, batch: &[&Prompt]) -> Result<Vec<DecodedPrompt>, ModelError> {
-        let slots = self.family.point_slots(batch[0]);
+        let slots = self.point_slots(batch[0]);
         let mut coords = Array3::<f32>::zeros((batch.len(), slots, 2));
-        let mut labels = Array2::<f32>::zeros((batch.len(), slots));
+        // The padding point, where there is one, is the last: (0, 0) labelled -1.
+        let mut labels = Array2::<f32>::from_elem((batch.len(), slots), -1.0);
         let mut mask_input = Array4::<f32>::zeros((batch.len(), 1, self.low_res_size.height, self.low_res_size.width));
         for (b, prompt) in batch.iter().enumerate() {
             self.family.write_points(
@@ -216,10 +242,7 @@ impl Decoder {
         // about 1.2 ms instead of 22 ms. `iou_predictions` and `low_res_masks` do not depend on it.
         let orig_im_size = Array1::from_vec(vec![1.0f32, 1.0]);
         let feeds: Vec<(&str, DecoderFeed)> = embedding.decoder_feeds().collect();
-        let mut inputs = ort::inputs![
-            "point_coords" => TensorRef::from_array_view(&coords)?,
-            "point_labels" => TensorRef::from_array_view(&labels)?,
-        ];
+        let mut inputs: Vec<(Cow<str>, SessionInputValue)> = self.points.values(coords, labels)?.into();
         for (name, feed) in &feeds {
             let value: SessionInputValue = match feed {
                 DecoderFeed::OnDevice(tensor) => (*tensor).into(),
@@ -237,23 +260,25 @@ impl Decoder {
         self.sessions.with_session(|session| {
             let outputs = session.run(inputs)?;
             let contract = |message: String| ModelError::Contract { file: "decoder".into(), message };
-            let scores = outputs[self.scores_output]
-                .try_extract_array::<f32>()?
-                .into_dimensionality::<ndarray::Ix2>()
-                .map_err(|e| contract(format!("{}: {e}", self.scores_output)))?;
-            let low_res = outputs[self.low_res_output]
-                .try_extract_array::<f32>()?
-                .into_dimensionality::<ndarray::Ix4>()
-                .map_err(|e| contract(format!("{}: {e}", self.low_res_output)))?;
-            if scores.nrows() != batch.len()
-                || low_res.shape()[0] != batch.len()
-                || low_res.shape()[1] != scores.ncols()
-            {
-                let (scores, low_res) = (scores.shape(), low_res.shape());
-                return Err(contract(format!(
-                    "outputs {scores:?} and {low_res:?} do not match {} prompts",
+            let (scores, low_res) = (
+                outputs[self.scores_output].try_extract_array::<f32>()?,
+                outputs[self.low_res_output].try_extract_array::<f32>()?,
+            );
+            // [.., M] and [.., M, h, w], the leading axes holding the prompts (one axis, or two for transformers).
+            let mismatch = || {
+                contract(format!(
+                    "outputs {:?} and {:?} do not match {} prompts",
+                    scores.shape(),
+                    low_res.shape(),
                     batch.len()
-                )));
+                ))
+            };
+            let tokens = *scores.shape().last().ok_or_else(mismatch)?;
+            let [.., low_res_tokens, h, w] = *low_res.shape() else { return Err(mismatch()) };
+            let scores = scores.to_shape((batch.len(), tokens)).map_err(|_| mismatch())?;
+            let low_res = low_res.to_shape((batch.len(), low_res_tokens, h, w)).map_err(|_| mismatch())?;
+            if low_res_tokens != tokens {
+                return Err(mismatch());
             }
             Ok((0..batch.len())
                 .map(|b| DecodedPrompt {

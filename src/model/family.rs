@@ -62,23 +62,13 @@ impl Family {
         }
     }
 
-    /// The point slots a prompt gives the decoder.
-    pub fn point_slots(self, prompt: &Prompt) -> usize {
-        let corners = if prompt.bbox.is_some() { 2 } else { 0 };
-        match self {
-            // Without a box SamPredictor pads with one point that the graph does not add.
-            Self::Sam => prompt.points.len() + if prompt.bbox.is_some() { 2 } else { 1 },
-            // SAM 2's exports append the padding point inside the graph, as its prompt encoder does.
-            Self::Sam2 => prompt.points.len() + corners,
-        }
-    }
-
-    /// Writes the prompt's [`Self::point_slots`] as the official predictor prepares them: coordinates moved into
-    /// the resized frame, box corners labelled 2 and 3.
+    /// Writes the prompt's points and box corners (labelled 2 and 3) as the official predictor prepares them,
+    /// coordinates moved into the resized frame, into the first rows of `coords` and `labels`. (The padding point
+    /// is the decoder layout's business: see `PointInputs::caller_pads`.)
     ///
-    /// SAM: points, then the box corners or the (0, 0) padding point labelled -1; coordinates scaled by
-    /// resized / original in f64 (`ResizeLongestSide.apply_coords`, numpy). SAM 2: box corners first, then the
-    /// points (`SAM2ImagePredictor._predict` concatenates them so); coordinates divided by the original size and
+    /// SAM: the points, then the box corners; coordinates scaled by resized / original in f64
+    /// (`ResizeLongestSide.apply_coords`, numpy). SAM 2: the box corners first, then the points
+    /// (`SAM2ImagePredictor._predict` concatenates them so); coordinates divided by the original size and
     /// multiplied by S in f32 (`SAM2Transforms.transform_coords`, torch).
     pub fn write_points(
         self,
@@ -94,12 +84,7 @@ impl Family {
             Self::Sam => {
                 let scale_x = resized.width as f64 / original.width as f64;
                 let scale_y = resized.height as f64 / original.height as f64;
-                let padding = prompt.bbox.is_none().then_some((0.0, 0.0, -1.0));
-                points
-                    .chain(corners)
-                    .map(|(x, y, label)| ((x * scale_x) as f32, (y * scale_y) as f32, label))
-                    .chain(padding)
-                    .collect()
+                points.chain(corners).map(|(x, y, label)| ((x * scale_x) as f32, (y * scale_y) as f32, label)).collect()
             }
             Self::Sam2 => {
                 let scale = |v: f64, side: usize, size: usize| v as f32 / side as f32 * size as f32;
@@ -130,13 +115,8 @@ mod tests {
         Point { x, y, label }
     }
 
-    fn decoder_inputs(
-        family: Family,
-        prompt: &Prompt,
-        original: ImageSize,
-        resized: ImageSize,
-    ) -> (Array2<f32>, Array1<f32>) {
-        let n = family.point_slots(prompt);
+    fn written(family: Family, prompt: &Prompt, original: ImageSize, resized: ImageSize) -> (Array2<f32>, Array1<f32>) {
+        let n = prompt.points.len() + if prompt.bbox.is_some() { 2 } else { 0 };
         let mut coords = Array2::zeros((n, 2));
         let mut labels = Array1::zeros(n);
         family.write_points(prompt, original, resized, coords.view_mut(), labels.view_mut());
@@ -144,19 +124,17 @@ mod tests {
     }
 
     #[test]
-    fn sam_points_without_box_get_the_padding_point() {
+    fn sam_scales_points_by_the_resized_over_the_original_size_in_f64() {
         let prompt = Prompt {
             points: vec![point(100.0, 50.0, PointLabel::Foreground), point(10.5, 20.25, PointLabel::Background)],
             ..Prompt::default()
         };
         // 1500x2250 -> 683x1024, as ResizeLongestSide(1024).apply_coords scales x by 1024/2250 and y by 683/1500.
-        let (coords, labels) =
-            decoder_inputs(Family::Sam, &prompt, ImageSize::new(1500, 2250), ImageSize::new(683, 1024));
-        assert_eq!(labels.to_vec(), vec![1.0, 0.0, -1.0]);
+        let (coords, labels) = written(Family::Sam, &prompt, ImageSize::new(1500, 2250), ImageSize::new(683, 1024));
+        assert_eq!(labels.to_vec(), vec![1.0, 0.0]);
         assert_eq!(coords[[0, 0]], (100.0f64 * (1024.0 / 2250.0)) as f32);
         assert_eq!(coords[[0, 1]], (50.0f64 * (683.0 / 1500.0)) as f32);
         assert_eq!(coords[[1, 0]], (10.5f64 * (1024.0 / 2250.0)) as f32);
-        assert_eq!((coords[[2, 0]], coords[[2, 1]]), (0.0, 0.0));
     }
 
     #[test]
@@ -166,7 +144,7 @@ mod tests {
             bbox: Some([2.0, 3.0, 8.0, 9.0]),
             ..Prompt::default()
         };
-        let (coords, labels) = decoder_inputs(Family::Sam, &prompt, ImageSize::new(10, 20), ImageSize::new(512, 1024));
+        let (coords, labels) = written(Family::Sam, &prompt, ImageSize::new(10, 20), ImageSize::new(512, 1024));
         assert_eq!(labels.to_vec(), vec![1.0, 2.0, 3.0]);
         let scaled = |v: f64| (v * 51.2) as f32;
         assert_eq!(coords.row(1).to_vec(), vec![scaled(2.0), scaled(3.0)]);
@@ -174,7 +152,7 @@ mod tests {
     }
 
     #[test]
-    fn sam2_puts_the_box_first_scales_to_the_square_and_leaves_the_padding_to_the_graph() {
+    fn sam2_puts_the_box_first_and_scales_to_the_square_in_f32() {
         let prompt = Prompt {
             points: vec![point(4.0, 6.0, PointLabel::Background)],
             bbox: Some([2.0, 3.0, 8.0, 9.0]),
@@ -182,14 +160,11 @@ mod tests {
         };
         let (original, square) = (ImageSize::new(10, 20), ImageSize::new(512, 512));
         assert_eq!(Family::Sam2.resized_size(original, 512), square);
-        let (coords, labels) = decoder_inputs(Family::Sam2, &prompt, original, square);
+        let (coords, labels) = written(Family::Sam2, &prompt, original, square);
         assert_eq!(labels.to_vec(), vec![2.0, 3.0, 0.0]);
         // torch: coords / [w, h] * 512 in float32.
         let (x, y) = (|v: f32| v / 20.0 * 512.0, |v: f32| v / 10.0 * 512.0);
         assert_eq!(coords.row(0).to_vec(), vec![x(2.0), y(3.0)]);
         assert_eq!(coords.row(2).to_vec(), vec![x(4.0), y(6.0)]);
-        let points_only = Prompt { bbox: None, ..prompt };
-        assert_eq!(Family::Sam2.point_slots(&points_only), 1);
-        assert_eq!(Family::Sam.point_slots(&points_only), 2);
     }
 }

@@ -57,8 +57,8 @@ pub enum ManifestError {
     Undetected { folder: PathBuf, message: String },
 }
 
-/// What every SAM-family prompt decoder takes and no encoder does.
-const DECODER_INPUT: &str = "point_coords";
+/// What SAM-family prompt decoders take and no encoder does: SamOnnxModel's points, transformers' points.
+const DECODER_INPUTS: [&str; 2] = ["point_coords", "input_points"];
 /// The decoder output of one score per mask token, and the token count of a multimask decoder.
 const MASK_SCORES: &str = "iou_predictions";
 const MULTIMASK_TOKENS: u64 = 4;
@@ -95,10 +95,11 @@ impl Manifest {
         }
     }
 
-    /// A folder without `model.toml`: among its `.onnx` files, the decoder is the graph that takes
-    /// `point_coords` and the encoder the other one; there must be one encoder, and one decoder or several of
-    /// which one gives the multimask candidates (`Acly/MobileSAM` ships a single-mask and a multimask decoder: the
-    /// multimask one also answers single-mask requests as SamPredictor does). Everything else is the default.
+    /// A folder without `model.toml`: among its `.onnx` files, the decoder is the graph that takes points
+    /// (`point_coords` or `input_points`) and the encoder the other one; there must be one encoder, and one decoder
+    /// or several of which one gives the multimask candidates (`Acly/MobileSAM` ships a single-mask and a multimask
+    /// decoder: the multimask one also answers single-mask requests as SamPredictor does). Everything else is the
+    /// default.
     pub fn detect(folder: &Path) -> Result<Self, ManifestError> {
         let undetected = |message: String| ManifestError::Undetected { folder: folder.to_path_buf(), message };
         let files = onnx_files(folder).map_err(|error| ManifestError::Read { path: folder.to_path_buf(), error })?;
@@ -106,7 +107,7 @@ impl Manifest {
         for file in files {
             let names = graph_names(&file)
                 .map_err(|error| undetected(format!("{} is not an ONNX model it can read: {error}", file.display())))?;
-            if names.has_input(DECODER_INPUT) {
+            if DECODER_INPUTS.iter().any(|input| names.has_input(input)) {
                 let masks = names.output(MASK_SCORES).and_then(|o| o.dims.as_ref()).and_then(|d| d.get(1).copied());
                 decoders.push((file, masks.flatten()));
             } else {
@@ -131,7 +132,7 @@ impl Manifest {
                 };
                 return Err(undetected(format!(
                     "its ONNX files are not one encoder and one decoder (nor several decoders, one of them \
-                     multimask): encoders: {}; decoders, taking `{DECODER_INPUT}`: {}; write a {MANIFEST_FILE} that \
+                     multimask): encoders: {}; decoders, taking `point_coords` or `input_points`: {}; write a {MANIFEST_FILE} that \
                      names them",
                     list(&encoders),
                     list(&decoders)

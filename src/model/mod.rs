@@ -6,6 +6,7 @@ mod encoder;
 mod family;
 pub mod manifest;
 pub mod onnx_file;
+mod point_inputs;
 mod pool;
 pub mod preprocess;
 pub mod prompt;

@@ -425,3 +425,22 @@ test('a model whose decoder takes no mask_input gets clicks without it', async (
     edgesam.child.kill();
   }
 });
+
+test('a SAM 2 model: clicks, candidates and refinement as with SAM', async () => {
+  const sam2 = await openLandscapeOn(['sam2-samexporter']);
+  try {
+    const [x, y] = await screen(475, 365);
+    const { sent, answer } = await segmentCall(() => page.mouse.click(x, y));
+    assert.equal(sent.multimask, true, 'a single click asks for the candidates');
+    assert.equal(await page.locator('#candidates button').count(), 3, 'the three candidates are offered');
+    const area = answer.results[0].masks[0].area;
+    closeTo(await painted('mask-canvas'), area, Math.max(2, area * 0.01), 'drawn pixels vs API area');
+    const [x2, y2] = await screen(300, 200);
+    const refined = await segmentCall(() => page.mouse.click(x2, y2));
+    assert.equal(refined.sent.prompts[0].mask_input, answer.results[0].masks[0].logits_id, 'refined from the logits');
+    assert.equal(await page.locator('#status').isVisible(), false, 'no error shown');
+    assert.equal(await page.locator('#everything').isDisabled(), false, 'segment everything is offered');
+  } finally {
+    sam2.child.kill();
+  }
+});
