@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use samserve::amg::{self, AmgInput, AmgParams};
 use samserve::image_input::{ImageLimits, decode_image};
 use samserve::model::{Device, Point, PointLabel, Prompt, Runtime, RuntimeOptions, SamModel, SessionCounts};
-use samserve::segment::{OutputFormat, SegmentOptions, segment};
+use samserve::segment::{OutputFormat, SegmentOptions, SmallRegions, segment};
 use samserve::timing::percentiles;
 use serde_json::json;
 
@@ -49,7 +49,8 @@ fn main() {
         points: vec![Point { x: width * 0.6, y: height * 0.6, label: PointLabel::Foreground }],
         ..Prompt::default()
     }];
-    let single_rle = SegmentOptions { multimask: false, outputs: vec![OutputFormat::Rle] };
+    let single_rle =
+        SegmentOptions { multimask: false, outputs: vec![OutputFormat::Rle], small_regions: SmallRegions::default() };
     let with_crops = AmgParams { crop_n_layers: 1, ..AmgParams::default() };
 
     // (name, timed runs, work); `--only a,b` picks some.

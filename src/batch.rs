@@ -11,7 +11,7 @@ use crate::amg::{self, AmgError, AmgInput, AmgParams};
 use crate::image_input::{ImageError, ImageLimits, decode_image};
 use crate::mask::rle::CocoRle;
 use crate::model::{ModelError, PromptError, SamModel};
-use crate::segment::{PromptSpec, check_supported, segment_masks};
+use crate::segment::{PromptSpec, SmallRegions, check_supported, segment_masks};
 
 /// What a batch does with each image.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -135,7 +135,7 @@ pub fn segment_file(
                 .map(|(index, spec)| spec.to_prompt().map_err(|error| ImageFailure::Prompt { index, error }))
                 .collect::<Result<Vec<_>, _>>()?;
             let embedding = model.encoder.encode(&image)?;
-            segment_masks(model, &embedding, &prompts, false)?
+            segment_masks(model, &embedding, &prompts, false, SmallRegions::default())?
                 .into_iter()
                 .enumerate()
                 .filter_map(|(index, masks)| masks.into_iter().next().map(|mask| (index, mask)))

@@ -17,7 +17,7 @@ use crate::coco::CocoImage;
 use crate::image_input::{ImageLimits, decode_image};
 use crate::mask::BinaryMask;
 use crate::model::{Embedding, ModelError, Point, PointLabel, Prompt, SamModel};
-use crate::segment::{Mask, segment_masks};
+use crate::segment::{Mask, SmallRegions, segment_masks};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
@@ -132,7 +132,7 @@ fn masks_for(
     prompt: Prompt,
     multimask: bool,
 ) -> Result<Vec<Mask>, ModelError> {
-    Ok(segment_masks(model, embedding, &[prompt], multimask)?.remove(0))
+    Ok(segment_masks(model, embedding, &[prompt], multimask, SmallRegions::default())?.remove(0))
 }
 
 /// The five IoUs of one instance (the two with a box are `None` for a model that takes no boxes).

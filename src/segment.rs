@@ -10,9 +10,10 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::mask::full_size::{MaskRuns, threshold_at_original};
+use crate::mask::regions::fill_holes_and_sprinkles;
 use crate::mask::upscale::logits_before_last_resize;
 use crate::mask::{self, BinaryMask, rle::CocoRle};
-use crate::model::{Embedding, ModelError, Point, PointLabel, Prompt, PromptError, SamModel};
+use crate::model::{Embedding, Family, ModelError, Point, PointLabel, Prompt, PromptError, SamModel};
 
 /// The stability score offset of segment-anything (`stability_score_offset = 1.0`).
 pub const STABILITY_SCORE_OFFSET: f32 = 1.0;
@@ -77,6 +78,16 @@ pub struct SegmentOptions {
     /// The 3 candidate masks (SamPredictor `multimask_output=True`) instead of the single-mask output.
     pub multimask: bool,
     pub outputs: Vec<OutputFormat>,
+    pub small_regions: SmallRegions,
+}
+
+/// SAM2ImagePredictor's `max_hole_area` and `max_sprinkle_area`: holes and islands of at most that many low-res
+/// pixels go from the logits before they are upsampled (the returned low-res logits keep them). 0 turns either
+/// off; SAM 2 models only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SmallRegions {
+    pub max_hole_area: usize,
+    pub max_sprinkle_area: usize,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -162,11 +173,18 @@ pub fn segment_masks(
     embedding: &Embedding,
     prompts: &[Prompt],
     multimask: bool,
+    small_regions: SmallRegions,
 ) -> Result<Vec<Vec<Mask>>, ModelError> {
     if multimask && model.decoder.single_mask() {
         return Err(ModelError::Unsupported(format!(
             "multimask: the decoder of {} gives one mask per prompt (exported with return_single_mask); ask for \
              the single mask",
+            model.name()
+        )));
+    }
+    if small_regions != SmallRegions::default() && model.encoder.family() != Family::Sam2 {
+        return Err(ModelError::Unsupported(format!(
+            "max_hole_area and max_sprinkle_area are SAM 2's (SAM2ImagePredictor); {} is a SAM model",
             model.name()
         )));
     }
@@ -188,7 +206,11 @@ pub fn segment_masks(
                 .answer_tokens(&prompt.scores, multimask)
                 .map(|token| {
                     let low_res = prompt.low_res.index_axis(Axis(0), token).to_owned();
-                    let at_input = logits_before_last_resize(family, low_res.view(), input_size, embedding.resized);
+                    let SmallRegions { max_hole_area, max_sprinkle_area } = small_regions;
+                    let cleaned = (small_regions != SmallRegions::default())
+                        .then(|| fill_holes_and_sprinkles(low_res.view(), max_hole_area, max_sprinkle_area));
+                    let logits = cleaned.as_ref().unwrap_or(&low_res).view();
+                    let at_input = logits_before_last_resize(family, logits, input_size, embedding.resized);
                     let (runs, stability_score) =
                         threshold_at_original(at_input.view(), embedding.original, STABILITY_SCORE_OFFSET);
                     Mask { score: prompt.scores[token], stability_score, runs, low_res: Arc::new(low_res) }
@@ -222,7 +244,7 @@ pub fn segment(
     prompts: &[Prompt],
     options: &SegmentOptions,
 ) -> Result<Vec<PromptResult>, ModelError> {
-    let masks = segment_masks(model, embedding, prompts, options.multimask)?;
+    let masks = segment_masks(model, embedding, prompts, options.multimask, options.small_regions)?;
     Ok(masks
         .into_par_iter()
         .map(|masks| PromptResult {

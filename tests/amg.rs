@@ -1,5 +1,5 @@
 //! "Segment everything" parity with the official SamAutomaticMaskGenerator (tests/fixtures/amg.json, made by
-//! tools/make_amg_fixtures.py): for each case, at least 95% of the official masks have a samserve mask with
+//! tools/make_amg_fixtures.py) and SAM2AutomaticMaskGenerator (tests/fixtures/amg_sam2.json): for each case, at least 95% of the official masks have a samserve mask with
 //! IoU >= 0.9, and the mask count is within 10%. Through the library, the CLI and the HTTP route.
 
 mod common;
@@ -50,8 +50,19 @@ fn binaries(masks: &[GeneratedMask]) -> Vec<BinaryMask> {
 
 #[test]
 fn generator_matches_the_official_one() {
-    let fixture = common::read_json("amg.json");
-    let model = common::load_model("amg");
+    generator_parity("amg", "amg.json");
+}
+
+/// SAM2AutomaticMaskGenerator on the SAM 2 fixture model (tools/make_sam2_fixtures.py): its own default
+/// pred_iou_thresh, and min_mask_region_area as its predictor's hole and sprinkle filling of the low-res logits.
+#[test]
+fn generator_matches_the_official_sam2_one() {
+    generator_parity("sam2-samexporter", "amg_sam2.json");
+}
+
+fn generator_parity(model_name: &str, fixture_file: &str) {
+    let fixture = common::read_json(fixture_file);
+    let model = common::load_model(model_name);
     for case in fixture["cases"].as_array().unwrap() {
         let file = case["image"].as_str().unwrap();
         let bytes = std::fs::read(common::fixtures().join("images").join(file)).unwrap();

@@ -229,12 +229,27 @@ fn a_sam2_folder_serves_clicks_refinement_and_everything() {
     let mut refine = click(475.0, 365.0);
     refine["mask_input"] = multimask["results"][0]["logits_id"].clone();
     assert_eq!(server.post_json(&path, &json!({"prompts": [refine]})).status, 200);
+    let cleaned = json!({"prompts": [click(475.0, 365.0)], "max_hole_area": 40, "max_sprinkle_area": 40});
+    assert_eq!(server.post_json(&path, &cleaned).status, 200);
     let everything = server.post_json(
         &format!("/v1/images/{id}/everything"),
         &json!({"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}),
     );
     assert_eq!(everything.status, 200);
     assert!(!everything.json()["masks"].as_array().unwrap().is_empty());
+    assert_still_serving(&server, &id);
+}
+
+#[test]
+fn sam2_options_on_a_sam_model_are_refused() {
+    let server = Server::spawn(&[], &[]);
+    let id = server.upload(&fixture_image("landscape.png"))["image_id"].as_str().unwrap().to_string();
+    let reply = server.post_json(
+        &format!("/v1/images/{id}/segment"),
+        &json!({"prompts": [click(475.0, 365.0)], "max_hole_area": 40}),
+    );
+    assert_eq!((reply.status, reply.error_code().as_str()), (422, "invalid_request"));
+    assert!(reply.json()["error"]["message"].as_str().unwrap().contains("SAM 2"));
     assert_still_serving(&server, &id);
 }
 

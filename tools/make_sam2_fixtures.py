@@ -59,6 +59,19 @@ foreground components of the unfilled logits of at most that area to -10, before
 components come from a CUDA kernel that CPU installs lack (the filling is then skipped with a warning), so
 `connected_components` stands in for it here.
 
+Small regions (tests/fixtures/parity_sam2_small_regions.json, the schema of parity_sam2.json with two more keys per
+case, "max_hole_area" and "max_sprinkle_area", ints): the same predictor's answers with those two options of
+SAM2ImagePredictor set, for the non-refinement cases of SMALL_REGION_CASES' images (one setting per image: both
+options, holes only, sprinkles only), `connected_components` again standing in for the CUDA kernel. They act in
+SAM2Transforms.postprocess_masks on each of the three candidates' low-res logits [S/4, S/4] (128 x 128 here), before
+the upsampling: first every 8-connected component of the background (logit <= 0) of at most max_hole_area low-res
+pixels is set to +10, then every 8-connected component of the foreground (logit > 0) of those filled logits of at
+most max_sprinkle_area pixels is set to -10 (an option at 0 skips its step). The masks, and the stability scores,
+come from the full-size logits upsampled from the filled low-res logits, as the predictor's return_logits masks
+give them; the scores are the decoder's, untouched. `verify` runs the same steps in numpy (scipy's labelling, not
+`connected_components`), and `report_changes` fails unless every case's masks differ from its parity_sam2.json
+answer (not necessarily each of a case's three: a candidate may have no small region).
+
 Run after make_layout_fixtures.py:  python tools/make_sam2_fixtures.py  (about fifteen seconds)
 """
 
@@ -71,6 +84,7 @@ import cv2
 import numpy as np
 import onnxruntime
 import torch
+from scipy import ndimage
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
@@ -112,6 +126,9 @@ AMG_CASES = [
     ("rgba.png", {"points_per_side": 8, "pred_iou_thresh": 0.5, "stability_score_thresh": 0.6,
                   "box_nms_thresh": 1.0}),
 ]
+# (image, max_hole_area, max_sprinkle_area) in low-res pixels (of S/4 x S/4) for parity_sam2_small_regions.json:
+# both options (hole and sprinkle areas unequal), holes only, sprinkles only. Each changes every case's masks.
+SMALL_REGION_CASES = [("landscape.png", 100, 20), ("rgba.png", 40, 0), ("gray.png", 0, 40)]
 
 
 def model_config():
@@ -203,8 +220,9 @@ def fit_feature_sizes(predictor, model):
     return predictor
 
 
-def make_predictor(model):
-    return fit_feature_sizes(SAM2ImagePredictor(model, max_hole_area=0.0), model)
+def make_predictor(model, max_hole_area=0.0, max_sprinkle_area=0.0):
+    predictor = SAM2ImagePredictor(model, max_hole_area=max_hole_area, max_sprinkle_area=max_sprinkle_area)
+    return fit_feature_sizes(predictor, model)
 
 
 def export(model):
@@ -310,6 +328,33 @@ def prompt_inputs(prompt, width, height, size):
     return coords[None], np.array(labels, dtype=np.float32)[None]
 
 
+def fill_small_regions(low_res, max_hole_area, max_sprinkle_area):
+    """SAM2Transforms.postprocess_masks' filling of [C, h, w] low-res logits, before the upsampling: background
+    components (logit <= 0, 8-connected) of at most max_hole_area pixels to +10, then foreground components (> 0)
+    of the result of at most max_sprinkle_area pixels to -10; an area of 0 skips its step."""
+
+    def small(plane, max_area):
+        labels, _ = ndimage.label(plane, structure=np.ones((3, 3), dtype=bool))
+        areas = np.bincount(labels.ravel())
+        return (labels > 0) & (areas[labels] <= max_area)
+
+    filled = low_res.copy()
+    if max_hole_area > 0:
+        for plane in filled:
+            plane[small(plane <= 0, max_hole_area)] = 10.0
+    if max_sprinkle_area > 0:
+        for plane in filled:
+            plane[small(plane > 0, max_sprinkle_area)] = -10.0
+    return filled
+
+
+def stability_scores(logits):
+    """calculate_stability_score of [C, h, w] logits, threshold 0 and offset 1."""
+    inner = (logits > 1.0).sum(axis=(1, 2))
+    outer = (logits > -1.0).sum(axis=(1, 2))
+    return np.where(outer > 0, inner / np.maximum(outer, 1), 1.0)
+
+
 def resize_bilinear(low_res, height, width):
     """torch's F.interpolate(mode="bilinear", align_corners=False) of [C, h, w] to [C, height, width], float32."""
 
@@ -341,8 +386,9 @@ class OnnxPredictor:
         names = [output.name for output in self.encoder.get_outputs()]
         self.features = dict(zip(names, self.encoder.run(None, {"image": preprocess(rgb, self.size)})))
 
-    def predict(self, prompt, mask_input=None):
-        """(logits [3, h, w], scores [3], low-res logits [3, S/4, S/4])."""
+    def predict(self, prompt, mask_input=None, max_hole_area=0, max_sprinkle_area=0):
+        """(logits [3, h, w], scores [3], low-res logits [3, S/4, S/4]); the full-size logits are upsampled from the
+        low-res logits with small regions filled (`fill_small_regions`), the low-res logits returned are not."""
         coords, labels = prompt_inputs(prompt, self.width, self.height, self.size)
         side = self.size // 4
         feeds = dict(self.features, point_coords=coords, point_labels=labels)
@@ -351,7 +397,8 @@ class OnnxPredictor:
         else:
             feeds.update(mask_input=mask_input[None].astype(np.float32), has_mask_input=np.ones(1, np.float32))
         low_res, scores = self.decoder.run(["masks", "iou_predictions"], feeds)
-        return resize_bilinear(low_res[0], self.height, self.width), scores[0], low_res[0]
+        filled = fill_small_regions(low_res[0], max_hole_area, max_sprinkle_area)
+        return resize_bilinear(filled, self.height, self.width), scores[0], low_res[0]
 
     def answer(self, reference):
         prompt = reference["prompt"]
@@ -359,7 +406,8 @@ class OnnxPredictor:
         if "refine_from" in prompt:
             _, scores, low_res = self.predict(prompt["refine_from"])
             mask_input = low_res[np.argmax(scores)][None]
-        logits, scores, _ = self.predict(prompt, mask_input)
+        logits, scores, _ = self.predict(prompt, mask_input, reference.get("max_hole_area", 0),
+                                         reference.get("max_sprinkle_area", 0))
         kept = [0, 1, 2] if reference["multimask"] else [int(np.argmax(scores))]
         return logits[kept], scores[kept]
 
@@ -370,9 +418,10 @@ def iou(a, b):
 
 
 def verify(cases, logits):
-    """Every case answered again through onnxruntime; returns the smallest mask IoU and largest score difference."""
+    """Every case answered again through onnxruntime; returns the smallest mask IoU, largest score difference and
+    largest stability score difference."""
     onnx_predictor = OnnxPredictor()
-    worst_iou, worst_score, current = 1.0, 0.0, None
+    worst_iou, worst_score, worst_stability, current = 1.0, 0.0, 0.0, None
     for case, official in zip(cases, logits):
         if case["image"] != current:
             current = case["image"]
@@ -380,10 +429,14 @@ def verify(cases, logits):
         ours, scores = onnx_predictor.answer(case)
         ious = [iou(o > 0, t > 0) for o, t in zip(ours, official)]
         differences = [abs(float(s) - m["score"]) for s, m in zip(scores, case["masks"])]
-        print(f"  {current:14s} {case['name']:16s} IoU {min(ious):.5f}  score diff {max(differences):.1e}")
+        stabilities = [abs(float(s) - m["stability_score"]) for s, m in zip(stability_scores(ours), case["masks"])]
+        print(f"  {current:14s} {case['name']:16s} IoU {min(ious):.5f}  score diff {max(differences):.1e}"
+              f"  stability diff {max(stabilities):.1e}")
         worst_iou, worst_score = min(worst_iou, *ious), max(worst_score, *differences)
-    assert worst_iou >= 0.99 and worst_score <= 1e-3, (worst_iou, worst_score)
-    return worst_iou, worst_score
+        worst_stability = max(worst_stability, *stabilities)
+    assert worst_iou >= 0.99 and worst_score <= 1e-3 and worst_stability <= 1e-2, (worst_iou, worst_score,
+                                                                                   worst_stability)
+    return worst_iou, worst_score, worst_stability
 
 
 def check_decisive(cases, logits, scores):
@@ -423,6 +476,38 @@ def amg_cases(model):
     return cases
 
 
+def small_region_cases(model, references):
+    """The predictor's answers with max_hole_area and max_sprinkle_area, for the non-refinement reference cases of
+    SMALL_REGION_CASES' images: the cases (with the two options) and the kept logits."""
+    cases, logits = [], []
+    with mock.patch("sam2.utils.misc.get_connected_components", connected_components):
+        for file_name, max_hole_area, max_sprinkle_area in SMALL_REGION_CASES:
+            predictor = make_predictor(model, max_hole_area, max_sprinkle_area)
+            chosen = [r for r in references if r["image"] == file_name and "refine_from" not in r["prompt"]]
+            answered, kept_logits, _ = answer_references(predictor, chosen, reference_case)
+            for case in answered:
+                case.update(max_hole_area=max_hole_area, max_sprinkle_area=max_sprinkle_area)
+            cases += answered
+            logits += kept_logits
+    return cases, logits
+
+
+def report_changes(cases, logits, plain_cases, plain_logits):
+    """How many pixels of each mask the options change from the plain answer (parity_sam2.json's), and how much its
+    stability score; fails if a case's masks are unchanged, or its candidates' scores differ."""
+    plain = {(c["image"], c["name"]): (c, l) for c, l in zip(plain_cases, plain_logits)}
+    for case, kept_logits in zip(cases, logits):
+        plain_case, plain_kept = plain[case["image"], case["name"]]
+        changed = [int(((a > 0) != (b > 0)).sum()) for a, b in zip(kept_logits, plain_kept)]
+        stability = max(abs(m["stability_score"] - p["stability_score"])
+                        for m, p in zip(case["masks"], plain_case["masks"]))
+        assert [m["score"] for m in case["masks"]] == [m["score"] for m in plain_case["masks"]], case["name"]
+        assert sum(changed) > 0, (case["image"], case["name"], changed)
+        share = sum(changed) / (len(changed) * case["width"] * case["height"])
+        print(f"  {case['image']:14s} {case['name']:16s} holes {case['max_hole_area']:3d} sprinkles "
+              f"{case['max_sprinkle_area']:3d}: {changed} ({share:.1%}), stability up to {stability:.3f} apart")
+
+
 def answer_references(predictor, references, answer):
     """`answer(predictor, reference)` for each reference case, the predictor set to each image once: the cases, the
     kept logits and the candidates' scores."""
@@ -449,9 +534,19 @@ def main():
     check_decisive(cases, logits, scores)
     (ROOT / "parity_sam2.json").write_text(json.dumps({"model": "sam2-samexporter", "cases": cases}, indent=1))
     print(f"wrote {len(cases)} cases; onnxruntime with numpy pre- and post-processing against the predictor:")
-    worst_iou, worst_score = verify(cases, logits)
+    worst_iou, worst_score, worst_stability = verify(cases, logits)
     sizes = ", ".join(f"{path.name} {path.stat().st_size / 1e6:.2f} MB" for path in (ENCODER, DECODER))
-    print(f"smallest IoU {worst_iou:.5f}, largest score difference {worst_score:.1e}; {sizes}")
+    print(f"smallest IoU {worst_iou:.5f}, largest score difference {worst_score:.1e}, largest stability difference "
+          f"{worst_stability:.1e}; {sizes}")
+    print("small regions (pixels changed from parity_sam2.json, mask by mask):")
+    small, small_logits = small_region_cases(model, references)
+    report_changes(small, small_logits, cases, logits)
+    path = ROOT / "parity_sam2_small_regions.json"
+    path.write_text(json.dumps({"model": "sam2-samexporter", "cases": small}, indent=1))
+    print(f"wrote {path.name}, {len(small)} cases, {path.stat().st_size / 1e3:.0f} KB; onnxruntime and numpy:")
+    worst_iou, worst_score, worst_stability = verify(small, small_logits)
+    print(f"smallest IoU {worst_iou:.5f}, largest score difference {worst_score:.1e}, largest stability difference "
+          f"{worst_stability:.1e}")
     print("automatic mask generator:")
     amg = ROOT / "amg_sam2.json"
     amg.write_text(json.dumps({"model": "sam2-samexporter", "cases": amg_cases(model)}))

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::mask::full_size::{MaskRuns, threshold_at_original};
 use crate::mask::nms::{BoxXyxy, nms};
-use crate::mask::regions::{RegionKind, remove_small_regions};
+use crate::mask::regions::{RegionKind, fill_holes_and_sprinkles, remove_small_regions};
 use crate::mask::upscale::logits_before_last_resize;
 use crate::mask::{self, BinaryMask, rle};
 use crate::model::{Embedding, Family, ImageSize, ModelError, Point, PointLabel, Prompt, SamModel};
@@ -56,13 +56,13 @@ pub struct AmgParams {
     pub stability_score_offset: f32,
     /// Box IoU above which the lower-scored of two masks of a crop is dropped.
     #[arg(long, default_value_t = DEFAULTS.box_nms_thresh)]
-    pub box_nms_thresh: f32,
+    pub box_nms_thresh: f64,
     /// Crop layers: layer i runs the grid again on (2^i)^2 overlapping crops (needs the pixels).
     #[arg(long, default_value_t = DEFAULTS.crop_n_layers)]
     pub crop_n_layers: usize,
     /// Box IoU above which duplicates across crops are dropped (smaller crops win).
     #[arg(long, default_value_t = DEFAULTS.crop_nms_thresh)]
-    pub crop_nms_thresh: f32,
+    pub crop_nms_thresh: f64,
     /// Overlap of neighbouring crops, as a fraction of the image's shorter side (layer 1).
     #[arg(long, default_value_t = DEFAULTS.crop_overlap_ratio)]
     pub crop_overlap_ratio: f64,
@@ -98,22 +98,15 @@ impl AmgParams {
     /// Bounds that keep one request's work reasonable and every value meaningful.
     pub fn validate(&self) -> Result<(), AmgError> {
         let invalid = |message: &str| Err(AmgError::InvalidParams(message.to_string()));
-        let unit = |v: f32| v.is_finite() && (0.0..=1.0).contains(&v);
+        let unit = |v: f64| v.is_finite() && (0.0..=1.0).contains(&v);
         if !(1..=128).contains(&self.points_per_side) {
             return invalid("points_per_side must be between 1 and 128");
         }
         if !(1..=1024).contains(&self.points_per_batch) {
             return invalid("points_per_batch must be between 1 and 1024");
         }
-        if ![
-            self.pred_iou_thresh.unwrap_or_default(),
-            self.stability_score_thresh,
-            self.box_nms_thresh,
-            self.crop_nms_thresh,
-        ]
-        .into_iter()
-        .all(unit)
-        {
+        let thresholds = [self.pred_iou_thresh.unwrap_or_default(), self.stability_score_thresh].map(f64::from);
+        if !thresholds.into_iter().chain([self.box_nms_thresh, self.crop_nms_thresh]).all(unit) {
             return invalid(
                 "pred_iou_thresh, stability_score_thresh, box_nms_thresh and crop_nms_thresh must be in [0, 1]",
             );
@@ -230,7 +223,8 @@ pub fn generate(model: &SamModel, input: AmgInput, params: &AmgParams) -> Result
         let scores: Vec<f32> = masks.iter().map(|m| 1.0 / m.crop_box.area() as f32).collect();
         masks = select(masks, &nms(&boxes, &scores, params.crop_nms_thresh));
     }
-    if params.min_mask_region_area > 0 {
+    // SAM 2's generator hands min_mask_region_area to its predictor instead (see `process_batch`).
+    if params.min_mask_region_area > 0 && model.encoder.family() == Family::Sam {
         masks = remove_small_regions_and_duplicates(
             masks,
             params.min_mask_region_area,
@@ -309,8 +303,16 @@ fn process_batch(
         .into_par_iter()
         .filter_map(|(p, t)| {
             let low_res = decoded[p].low_res.index_axis(Axis(0), t);
+            // SAM2AutomaticMaskGenerator makes min_mask_region_area its predictor's max_hole_area and
+            // max_sprinkle_area: small holes and islands go from the low-res logits, before any filter.
+            let area = params.min_mask_region_area;
+            let filled = (family == Family::Sam2 && area > 0).then(|| fill_holes_and_sprinkles(low_res, area, area));
+            let low_res = filled.as_ref().map_or(low_res, |filled| filled.view());
             let at_input = logits_before_last_resize(family, low_res, input_size, embedding.resized);
+            // For SAM the logits at the input resolution tell the stability closely enough to skip the full-size
+            // work; SAM 2's low-res logits are too coarse for that.
             if filters_stability
+                && family == Family::Sam
                 && mask::stability_score(at_input.view(), offset)
                     < params.stability_score_thresh - STABILITY_PREFILTER_MARGIN
             {
@@ -377,7 +379,7 @@ fn uncrop(mask: BinaryMask, crop: CropBox, image: ImageSize) -> BinaryMask {
 fn remove_small_regions_and_duplicates(
     masks: Vec<GeneratedMask>,
     min_area: usize,
-    nms_thresh: f32,
+    nms_thresh: f64,
 ) -> Vec<GeneratedMask> {
     let cleaned: Vec<(BinaryMask, bool)> = masks
         .par_iter()

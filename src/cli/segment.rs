@@ -8,7 +8,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use clap::Args;
 use samserve::model::{Point, PointLabel, Prompt, Runtime};
-use samserve::segment::{OutputFormat, SegmentOptions, segment};
+use samserve::segment::{OutputFormat, SegmentOptions, SmallRegions, segment};
 
 #[derive(Args)]
 pub struct SegmentArgs {
@@ -32,6 +32,13 @@ pub struct SegmentArgs {
     /// Encodings in the JSON output.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "rle")]
     output: Vec<OutputFormat>,
+    /// SAM 2 models: fill holes of at most this many low-res pixels before upsampling (SAM2ImagePredictor's
+    /// max_hole_area).
+    #[arg(long, default_value_t = 0)]
+    max_hole_area: usize,
+    /// SAM 2 models: remove islands of at most this many low-res pixels before upsampling (max_sprinkle_area).
+    #[arg(long, default_value_t = 0)]
+    max_sprinkle_area: usize,
     /// The file to write.
     #[arg(long)]
     out: PathBuf,
@@ -71,7 +78,8 @@ pub fn run(runtime: &Runtime, args: &SegmentArgs) -> Result<()> {
     let encode_ms = started.elapsed().as_secs_f64() * 1e3;
     let prompt = Prompt { points: args.points.clone(), bbox: args.bbox, mask_input: None };
     let outputs = if args.json { args.output.clone() } else { vec![OutputFormat::Png] };
-    let options = SegmentOptions { multimask: args.multimask, outputs };
+    let small_regions = SmallRegions { max_hole_area: args.max_hole_area, max_sprinkle_area: args.max_sprinkle_area };
+    let options = SegmentOptions { multimask: args.multimask, outputs, small_regions };
     let started = Instant::now();
     let results = segment(&model, &embedding, &[prompt], &options)?;
     let decode_ms = started.elapsed().as_secs_f64() * 1e3;

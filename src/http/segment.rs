@@ -8,7 +8,7 @@ use super::error::{ApiError, ErrorBody};
 use super::images::ModelQuery;
 use super::{AppState, body};
 use crate::engine::{PromptRequest, Segmentation};
-use crate::segment::{OutputFormat, PromptResult, PromptSpec, SegmentOptions};
+use crate::segment::{OutputFormat, PromptResult, PromptSpec, SegmentOptions, SmallRegions};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -20,6 +20,13 @@ pub struct SegmentRequest {
     /// Encodings of each mask; `["rle"]` when absent.
     #[serde(default = "default_output")]
     pub output: Vec<OutputFormat>,
+    /// SAM 2 models only (SAM2ImagePredictor's option): fill holes of at most this many low-res pixels before
+    /// upsampling; 0 = off.
+    #[serde(default)]
+    pub max_hole_area: usize,
+    /// SAM 2 models only: remove islands of at most this many low-res pixels before upsampling; 0 = off.
+    #[serde(default)]
+    pub max_sprinkle_area: usize,
 }
 
 fn default_output() -> Vec<OutputFormat> {
@@ -71,7 +78,9 @@ fn prompt_requests(
             Ok(PromptRequest { prompt, mask_input: spec.mask_input })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    Ok((prompts, SegmentOptions { multimask: request.multimask, outputs: request.output }))
+    let small_regions =
+        SmallRegions { max_hole_area: request.max_hole_area, max_sprinkle_area: request.max_sprinkle_area };
+    Ok((prompts, SegmentOptions { multimask: request.multimask, outputs: request.output, small_regions }))
 }
 
 /// Segment a cached image with one or more prompts, decoded together.

@@ -14,14 +14,15 @@ fn iou(a: &BoxXyxy, b: &BoxXyxy) -> f32 {
 }
 
 /// The indices kept, best score first: a box is dropped when its IoU with a kept, higher-scored box is above
-/// `iou_threshold`. Equal scores keep their input order (torchvision sorts stably).
-pub fn nms(boxes: &[BoxXyxy], scores: &[f32], iou_threshold: f32) -> Vec<usize> {
+/// `iou_threshold`. Equal scores keep their input order (torchvision sorts stably). As in torchvision, the IoU is
+/// computed in f32 and compared with the threshold in f64: an IoU that rounds to the f32 nearest 0.98 is above 0.98.
+pub fn nms(boxes: &[BoxXyxy], scores: &[f32], iou_threshold: f64) -> Vec<usize> {
     let mut order: Vec<usize> = (0..boxes.len()).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
     let mut kept: Vec<usize> = Vec::new();
     for candidate in order {
         // `any(>)`, not `all(<=)`: a NaN IoU suppresses nothing.
-        if !kept.iter().any(|&k| iou(&boxes[k], &boxes[candidate]) > iou_threshold) {
+        if !kept.iter().any(|&k| f64::from(iou(&boxes[k], &boxes[candidate])) > iou_threshold) {
             kept.push(candidate);
         }
     }
@@ -45,5 +46,12 @@ mod tests {
     fn equal_scores_keep_input_order_and_degenerate_boxes_survive() {
         let boxes = [[0.0, 0.0, 4.0, 4.0], [0.0, 0.0, 4.0, 4.0], [5.0, 5.0, 5.0, 5.0], [5.0, 5.0, 5.0, 5.0]];
         assert_eq!(nms(&boxes, &[1.0; 4], 0.5), vec![0, 2, 3]);
+    }
+
+    #[test]
+    fn the_threshold_is_compared_in_f64_as_torchvision_does() {
+        // IoU 13426 / 13700 = 0.98 exactly, which f32 rounds up to 0.98000002 > 0.98 (torchvision suppresses).
+        let boxes = [[25.0, 55.0, 125.0, 192.0], [25.0, 55.0, 123.0, 192.0]];
+        assert_eq!(nms(&boxes, &[0.9, 0.8], 0.98), vec![0]);
     }
 }
