@@ -98,6 +98,20 @@ fn segment_takes_a_folder_of_samexporter_files_without_model_toml() {
     assert!(mask.iou(&official) >= 0.99, "IoU {}", mask.iou(&official));
 }
 
+/// The "done when": `segment --model DIR IMAGE --point X,Y --json` on the two files samexporter writes for
+/// SAM 2 answers what SAM2ImagePredictor answers.
+#[test]
+fn segment_takes_a_folder_of_sam2_files_and_answers_as_sam2_image_predictor() {
+    let (prompt, official) = parity_case_in("parity_sam2.json", "landscape.png", "fg_bg");
+    let points = prompt["points"].as_array().unwrap();
+    let point = |i: usize| format!("{},{},{}", points[i][0], points[i][1], prompt["labels"][i]);
+    let out = out_file("cli-sam2.json");
+    segment_fixture("sam2-samexporter", "landscape.png", &["--point", &point(0), "--point", &point(1), "--json"], &out);
+    let body: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let best: rle::CocoRle = serde_json::from_value(body["results"][0]["masks"][0]["rle"].clone()).unwrap();
+    assert!(rle::decode(&best).unwrap().iou(&official) >= 0.99);
+}
+
 #[test]
 fn segment_uses_the_built_in_model_by_default() {
     let out = out_file("cli-builtin.json");

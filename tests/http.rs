@@ -299,6 +299,7 @@ fn models_folders_without_model_toml_are_found_in_the_models_directory() {
         "amg",
         "edgesam",
         "sam2-samexporter",
+        "sam2-transformers",
         "samexporter-external",
         "samexporter-hwc",
         "samexporter-quantized",
@@ -307,6 +308,7 @@ fn models_folders_without_model_toml_are_found_in_the_models_directory() {
         "slimsam-transformers",
         "slimsam-transformers-quantized",
         "tiny",
+        "tiny-fp16",
         "tiny-lean",
     ];
     assert_eq!(names, expected);

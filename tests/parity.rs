@@ -41,6 +41,18 @@ fn options(multimask: bool) -> SegmentOptions {
     SegmentOptions { multimask, outputs: vec![OutputFormat::Rle], small_regions: SmallRegions::default() }
 }
 
+/// SAM 2.1 as `onnx-community` publishes it (transformers' Sam2Model: `pixel_values`, three embeddings named
+/// `image_embeddings.0/.1/.2`, boxes in `input_boxes`, no mask input), against Sam2Processor + Sam2Model on the
+/// same weights (tools/make_sam2_transformers_fixtures.py). Its processor resizes the 8-bit image.
+#[test]
+fn sam2_transformers_files_match_sam2_model() {
+    let model = common::load_model("sam2-transformers");
+    assert_eq!(model.encoder.family(), Family::Sam2);
+    assert_eq!(model.encoder.embedding_shape(), [32, 32, 32]);
+    assert!(model.decoder.takes_boxes() && !model.decoder.takes_mask_input());
+    run_parity("sam2-transformers", "parity_sam2_transformers.json", false);
+}
+
 /// SAM2ImagePredictor's `max_hole_area` and `max_sprinkle_area` of a case (0 where the fixture has none).
 fn small_regions_of(case: &Value) -> SmallRegions {
     let area = |key: &str| case.get(key).map_or(0, |v| v.as_u64().unwrap() as usize);
@@ -229,6 +241,15 @@ fn iou_with_the_float_model(model_name: &str, fixture_file: &str, cases: usize) 
 fn quantized_samexporter_files_answer_close_to_the_float_model() {
     let (mean, lowest) = iou_with_the_float_model("samexporter-quantized", "parity_samexporter.json", 25);
     // Measured: mean 0.952, lowest 0.782 (a small mask on the 37x23 image); a broken load gives empty masks.
+    assert!(mean >= 0.9 && lowest >= 0.7, "mean IoU {mean}, lowest {lowest}");
+}
+
+/// fp16 files whose inputs and outputs are float16 too (`convert_float_to_float16`'s defaults,
+/// tools/make_fp16_fixtures.py): samserve converts at the graph's edge.
+#[test]
+fn float16_files_answer_close_to_the_float_model() {
+    let (mean, lowest) = iou_with_the_float_model("tiny-fp16", "parity.json", 40);
+    // Measured: mean 0.997, lowest 0.971.
     assert!(mean >= 0.9 && lowest >= 0.7, "mean IoU {mean}, lowest {lowest}");
 }
 

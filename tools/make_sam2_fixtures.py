@@ -375,10 +375,7 @@ class OnnxPredictor:
     """The exported files run the way the Rust service must run them."""
 
     def __init__(self):
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = 1
-        self.encoder = onnxruntime.InferenceSession(str(ENCODER), options, providers=["CPUExecutionProvider"])
-        self.decoder = onnxruntime.InferenceSession(str(DECODER), options, providers=["CPUExecutionProvider"])
+        self.encoder, self.decoder = cpu_sessions(ENCODER, DECODER)
         self.size = self.encoder.get_inputs()[0].shape[2]
 
     def set_image(self, rgb):
@@ -506,6 +503,13 @@ def report_changes(cases, logits, plain_cases, plain_logits):
         share = sum(changed) / (len(changed) * case["width"] * case["height"])
         print(f"  {case['image']:14s} {case['name']:16s} holes {case['max_hole_area']:3d} sprinkles "
               f"{case['max_sprinkle_area']:3d}: {changed} ({share:.1%}), stability up to {stability:.3f} apart")
+
+
+def cpu_sessions(*paths):
+    """One-thread onnxruntime CPU sessions of the ONNX files `paths`, as the verifications run them."""
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    return [onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]) for path in paths]
 
 
 def answer_references(predictor, references, answer):

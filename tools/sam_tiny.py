@@ -34,11 +34,12 @@ class SamConfig:
         return asdict(self)
 
 
-def build_sam(config: SamConfig, seed: int) -> Sam:
-    torch.manual_seed(seed)
+def encoders(config: SamConfig, image_encoder=ImageEncoderViT, prompt_encoder=PromptEncoder) -> dict:
+    """The image encoder and prompt encoder of `config`, from segment-anything's classes or a fork's (SAM-HQ keeps
+    them): keyword arguments of `Sam`."""
     embedding_size = config.image_size // config.patch_size
-    sam = Sam(
-        image_encoder=ImageEncoderViT(
+    return dict(
+        image_encoder=image_encoder(
             depth=config.encoder_depth,
             embed_dim=config.encoder_embed_dim,
             img_size=config.image_size,
@@ -52,12 +53,19 @@ def build_sam(config: SamConfig, seed: int) -> Sam:
             window_size=config.encoder_window_size,
             out_chans=config.prompt_embed_dim,
         ),
-        prompt_encoder=PromptEncoder(
+        prompt_encoder=prompt_encoder(
             embed_dim=config.prompt_embed_dim,
             image_embedding_size=(embedding_size, embedding_size),
             input_image_size=(config.image_size, config.image_size),
             mask_in_chans=16,
         ),
+    )
+
+
+def build_sam(config: SamConfig, seed: int) -> Sam:
+    torch.manual_seed(seed)
+    sam = Sam(
+        **encoders(config),
         mask_decoder=MaskDecoder(
             num_multimask_outputs=3,
             transformer=TwoWayTransformer(

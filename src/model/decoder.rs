@@ -13,11 +13,11 @@ use std::ops::Range;
 
 use ndarray::{Array1, Array2, Array3, Array4, Axis, s};
 use ort::session::{Session, SessionInputValue};
-use ort::value::TensorRef;
 
 use super::encoder::DecoderFeed;
 use super::family::Family;
-use super::point_inputs::PointInputs;
+use super::float_io::{float_input, float_output, is_half};
+use super::point_inputs::{BOX_INPUT, PointInputs};
 use super::pool::SessionPool;
 use super::prompt::Prompt;
 use super::{Embedding, Encoder, ImageSize, Manifest, ModelError, static_dims};
@@ -65,6 +65,11 @@ pub struct Decoder {
     family: Family,
     /// Where the points go, and whether the padding point is the caller's.
     points: PointInputs,
+    /// Whether prompts may have a box, and whether it goes in an input of its own rather than as corner points.
+    takes_boxes: bool,
+    box_input: bool,
+    /// The inputs the graph takes in float16 (fp16 exports that convert their inputs too).
+    half_inputs: Vec<String>,
     has_orig_im_size: bool,
     batches_prompts: bool,
     low_res_size: ImageSize,
@@ -82,7 +87,7 @@ impl Decoder {
             contract("it takes neither point_coords and point_labels nor input_points and input_labels".into())
         })?;
         let (coords_input, labels_input) = points.names();
-        let prompt_inputs = [&[coords_input, labels_input][..], &MASK_INPUTS, &[ORIG_IM_SIZE]].concat();
+        let prompt_inputs = [&[coords_input, labels_input, BOX_INPUT][..], &MASK_INPUTS, &[ORIG_IM_SIZE]].concat();
         let known = |name: &str| prompt_inputs.contains(&name) || encoder.embedding_tensors().any(|(e, _)| e == name);
         if let Some(unknown) = session.inputs().iter().find(|i| !known(i.name())) {
             return Err(contract(format!(
@@ -124,6 +129,14 @@ impl Decoder {
             _ => MaskTokens::SingleAndMultimask,
         };
         let has_orig_im_size = has_input(ORIG_IM_SIZE);
+        let (takes_boxes, box_input) = (points.takes_boxes(session.inputs()), points.box_input(session.inputs()));
+        let half_inputs = session
+            .inputs()
+            .iter()
+            .map(|i| i.name())
+            .filter(|&n| is_half(session.inputs(), n))
+            .map(String::from)
+            .collect();
         Ok(Self {
             sessions: SessionPool::new(sessions),
             scores_output,
@@ -132,6 +145,9 @@ impl Decoder {
             mask_tokens,
             family: encoder.family(),
             points,
+            takes_boxes,
+            box_input,
+            half_inputs,
             has_orig_im_size,
             batches_prompts,
             low_res_size,
@@ -148,9 +164,19 @@ impl Decoder {
         self.takes_mask_input
     }
 
+    /// Whether the graph takes any embedding tensor in float16 (then it cannot take the encoder's device copy).
+    pub(super) fn takes_half_embeddings(&self) -> bool {
+        self.half_inputs.iter().any(|name| !self.is_prompt_input(name))
+    }
+
+    fn is_prompt_input(&self, name: &str) -> bool {
+        let (coords, labels) = self.points.names();
+        [coords, labels, BOX_INPUT, ORIG_IM_SIZE].contains(&name) || MASK_INPUTS.contains(&name)
+    }
+
     /// Whether prompts can have a box: the transformers layout takes points only.
     pub fn takes_boxes(&self) -> bool {
-        self.points.takes_boxes()
+        self.takes_boxes
     }
 
     /// Whether the graph gives one mask per prompt, chosen inside it (`SamOnnxModel(return_single_mask=True)`:
@@ -194,10 +220,11 @@ impl Decoder {
     /// With a batching decoder, prompts with the same number of point slots and mask_input presence share a run;
     /// otherwise each prompt runs alone (the official export has a fixed batch of one).
     pub fn decode(&self, embedding: &Embedding, prompts: &[Prompt]) -> Result<Vec<DecodedPrompt>, ModelError> {
-        let mut groups: BTreeMap<(usize, bool, usize), Vec<usize>> = BTreeMap::new();
+        let mut groups: BTreeMap<(usize, bool, bool, usize), Vec<usize>> = BTreeMap::new();
         for (index, prompt) in prompts.iter().enumerate() {
             let solo = if self.batches_prompts { 0 } else { index };
-            groups.entry((self.point_slots(prompt), prompt.mask_input.is_some(), solo)).or_default().push(index);
+            let key = (self.point_slots(prompt), prompt.bbox.is_some(), prompt.mask_input.is_some(), solo);
+            groups.entry(key).or_default().push(index);
         }
         let mut decoded: Vec<Option<DecodedPrompt>> = vec![None; prompts.len()];
         for indices in groups.into_values() {
@@ -213,7 +240,8 @@ impl Decoder {
     /// where the caller adds it.
     fn point_slots(&self, prompt: &Prompt) -> usize {
         let pads = self.points.caller_pads(self.family) && prompt.bbox.is_none();
-        prompt.points.len() + if prompt.bbox.is_some() { 2 } else { 0 } + usize::from(pads)
+        let corners = prompt.bbox.is_some() && !self.box_input;
+        prompt.points.len() + if corners { 2 } else { 0 } + usize::from(pads)
     }
 
     /// One decoder run for prompts that share their point count and mask_input presence.
@@ -226,6 +254,7 @@ impl Decoder {
         for (b, prompt) in batch.iter().enumerate() {
             self.family.write_points(
                 prompt,
+                !self.box_input,
                 embedding.original,
                 embedding.resized,
                 coords.index_axis_mut(Axis(0), b),
@@ -242,28 +271,37 @@ impl Decoder {
         // about 1.2 ms instead of 22 ms. `iou_predictions` and `low_res_masks` do not depend on it.
         let orig_im_size = Array1::from_vec(vec![1.0f32, 1.0]);
         let feeds: Vec<(&str, DecoderFeed)> = embedding.decoder_feeds().collect();
-        let mut inputs: Vec<(Cow<str>, SessionInputValue)> = self.points.values(coords, labels)?.into();
+        let half = |name: &str| self.half_inputs.iter().any(|h| h == name);
+        let half_points = half(self.points.names().0);
+        let mut inputs: Vec<(Cow<str>, SessionInputValue)> = self.points.values(coords, labels, half_points)?.into();
+        if self.box_input {
+            // One box per prompt, or none at all: prompts with and without a box never share a run.
+            let boxes: Vec<[f32; 4]> = batch
+                .iter()
+                .filter_map(|prompt| self.family.resized_box(prompt, embedding.original, embedding.resized))
+                .collect();
+            let boxes = Array2::from_shape_vec((boxes.len(), 4), boxes.concat()).expect("four numbers per box");
+            inputs.push(PointInputs::box_value(boxes)?);
+        }
         for (name, feed) in &feeds {
             let value: SessionInputValue = match feed {
                 DecoderFeed::OnDevice(tensor) => (*tensor).into(),
-                DecoderFeed::Host(tensor) => TensorRef::from_array_view(&**tensor)?.into(),
+                DecoderFeed::Host(tensor) => float_input(tensor.view(), half(name))?,
             };
             inputs.push((name.to_string().into(), value));
         }
         if self.takes_mask_input {
-            inputs.push(("mask_input".into(), TensorRef::from_array_view(&mask_input)?.into()));
-            inputs.push(("has_mask_input".into(), TensorRef::from_array_view(&has_mask_input)?.into()));
+            inputs.push(("mask_input".into(), float_input(mask_input.view(), half("mask_input"))?));
+            inputs.push(("has_mask_input".into(), float_input(has_mask_input.view(), half("has_mask_input"))?));
         }
         if self.has_orig_im_size {
-            inputs.push((ORIG_IM_SIZE.into(), TensorRef::from_array_view(&orig_im_size)?.into()));
+            inputs.push((ORIG_IM_SIZE.into(), float_input(orig_im_size.view(), half(ORIG_IM_SIZE))?));
         }
         self.sessions.with_session(|session| {
             let outputs = session.run(inputs)?;
             let contract = |message: String| ModelError::Contract { file: "decoder".into(), message };
-            let (scores, low_res) = (
-                outputs[self.scores_output].try_extract_array::<f32>()?,
-                outputs[self.low_res_output].try_extract_array::<f32>()?,
-            );
+            let (scores, low_res) =
+                (float_output(&outputs[self.scores_output])?, float_output(&outputs[self.low_res_output])?);
             // [.., M] and [.., M, h, w], the leading axes holding the prompts (one axis, or two for transformers).
             let mismatch = || {
                 contract(format!(

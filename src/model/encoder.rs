@@ -12,9 +12,10 @@ use image::RgbImage;
 use ndarray::{Array3, Array4, ArrayViewD};
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{Session, SessionInputValue};
-use ort::value::{Outlet, Tensor, TensorRef, TensorValueType};
+use ort::value::{Outlet, Tensor, TensorValueType};
 
 use super::family::{Family, ResizedPixels};
+use super::float_io::{float_input, float_output, is_half};
 use super::pool::SessionPool;
 use super::preprocess::{ImageSize, normalize_and_pad, to_hwc_f32};
 use super::{Manifest, ModelError, Placement, static_dims};
@@ -154,11 +155,12 @@ impl EncoderInput {
         }
     }
 
-    fn view(&self) -> Result<SessionInputValue<'_>, ort::Error> {
-        Ok(match self {
-            Self::NormalizedSquare(tensor) => TensorRef::from_array_view(tensor)?.into(),
-            Self::ResizedHwc(tensor) => TensorRef::from_array_view(tensor)?.into(),
-        })
+    /// The graph input: the array as it is, or in float16 for a `half` input.
+    fn value(&self, half: bool) -> Result<SessionInputValue<'_>, ort::Error> {
+        match self {
+            Self::NormalizedSquare(tensor) => float_input(tensor.view(), half),
+            Self::ResizedHwc(tensor) => float_input(tensor.view(), half),
+        }
     }
 }
 
@@ -171,6 +173,9 @@ pub struct Encoder {
     family: Family,
     layout: InputLayout,
     input_name: String,
+    /// Whether the graph takes its input, or gives any embedding tensor, in float16.
+    half_input: bool,
+    half_outputs: bool,
     outputs: Vec<EmbeddingOutput>,
     /// Which of `outputs` is the image embedding proper (the others are earlier features).
     main_output: usize,
@@ -189,8 +194,8 @@ struct EmbeddingOutput {
     shape: [usize; 3],
 }
 
-/// The decoder inputs that take the image embedding proper: SAM's, then SAM 2's.
-pub(super) const MAIN_EMBEDDING_INPUTS: [&str; 2] = ["image_embeddings", "image_embed"];
+/// The decoder inputs that take the image embedding proper: SAM's, then SAM 2's (samexporter's, transformers').
+pub(super) const MAIN_EMBEDDING_INPUTS: [&str; 3] = ["image_embeddings", "image_embed", "image_embeddings.2"];
 
 impl Encoder {
     /// Reads the shapes from the first session; all sessions are of the same file. The embedding is every encoder
@@ -259,11 +264,15 @@ impl Encoder {
                 return Err(contract("the input size is dynamic and model.toml gives no image_size".into()));
             }
         };
+        let half_input = is_half(session.inputs(), &input_name);
+        let half_outputs = outputs.iter().any(|output| is_half(session.outputs(), &output.name));
         Ok(Self {
             sessions: SessionPool::new(sessions),
             family,
             layout,
             input_name,
+            half_input,
+            half_outputs,
             outputs,
             main_output,
             input_size,
@@ -271,6 +280,11 @@ impl Encoder {
             pixel_std: manifest.pixel_std,
             keep_on: None,
         })
+    }
+
+    /// Whether the graph takes and gives float32 only: only then can embeddings stay on the device (IoBinding).
+    pub(super) fn is_float32(&self) -> bool {
+        !self.half_input && !self.half_outputs
     }
 
     /// Leave each embedding on `placement` as well as copying it to the host (see [`Embedding`]).
@@ -308,7 +322,7 @@ impl Encoder {
         let original = ImageSize::new(image.height() as usize, image.width() as usize);
         let resized_size = self.family.resized_size(original, self.input_size);
         let (size, mean, std) = (self.input_size, self.pixel_mean, self.pixel_std);
-        let input = match (self.family.resize(image, resized_size), self.layout) {
+        let input = match (self.family.resize(image, resized_size, &self.input_name), self.layout) {
             (ResizedPixels::Rgb8(resized), InputLayout::ResizedHwc) => EncoderInput::ResizedHwc(to_hwc_f32(&resized)),
             (ResizedPixels::Rgb8(resized), InputLayout::NormalizedSquare) => {
                 EncoderInput::NormalizedSquare(normalize_and_pad(resized.as_raw(), resized_size.width, size, mean, std))
@@ -328,10 +342,11 @@ impl Encoder {
             let outputs = self.outputs.iter();
             match self.keep_on {
                 None => {
-                    let results = session.run(ort::inputs![self.input_name.as_str() => input.view()?])?;
+                    let results =
+                        session.run(ort::inputs![self.input_name.as_str() => input.value(self.half_input)?])?;
                     outputs
                         .map(|output| {
-                            let host = host_array(results[output.name.as_str()].try_extract_array::<f32>()?)?;
+                            let host = host_array(float_output(&results[output.name.as_str()])?.view())?;
                             Ok(output.part(host, None))
                         })
                         .collect()

@@ -8,8 +8,12 @@ use ndarray::{ArrayViewMut1, ArrayViewMut2};
 use super::preprocess::{ImageSize, resize_bilinear, resize_bilinear_f32, resized_size};
 use super::prompt::Prompt;
 
-/// An input that only SAM 2 mask decoders take (the first of its high-resolution features).
-pub const SAM2_DECODER_INPUT: &str = "high_res_feats_0";
+/// Inputs that only SAM 2 mask decoders take (the first of the high-resolution features): samexporter's name,
+/// transformers'.
+const SAM2_DECODER_INPUTS: [&str; 2] = ["high_res_feats_0", "image_embeddings.0"];
+
+/// The encoder input of transformers' exports, whose processors resize the 8-bit image (SAM 2's too).
+const TRANSFORMERS_ENCODER_INPUT: &str = "pixel_values";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
@@ -42,7 +46,7 @@ impl Family {
 
     /// The family a decoder graph belongs to, from its input names.
     pub fn of_decoder<'a>(mut input_names: impl Iterator<Item = &'a str>) -> Self {
-        if input_names.any(|name| name == SAM2_DECODER_INPUT) { Self::Sam2 } else { Self::Sam }
+        if input_names.any(|name| SAM2_DECODER_INPUTS.contains(&name)) { Self::Sam2 } else { Self::Sam }
     }
 
     /// The image size the encoder sees, within its S x S input: SAM keeps the aspect ratio (longest side S, padded
@@ -54,17 +58,21 @@ impl Family {
         }
     }
 
-    /// The image resized as the family's official transform does (antialiased bilinear either way).
-    pub fn resize(self, image: &RgbImage, size: ImageSize) -> ResizedPixels {
-        match self {
-            Self::Sam => ResizedPixels::Rgb8(resize_bilinear(image, size)),
-            Self::Sam2 => ResizedPixels::Float { pixels: resize_bilinear_f32(image, size), size },
+    /// The image resized as the official predictor of an encoder taking `encoder_input` does (antialiased bilinear
+    /// either way): SAM2ImagePredictor resizes the float image; SamPredictor and transformers' processors (for
+    /// SAM 2 too) the 8-bit one.
+    pub fn resize(self, image: &RgbImage, size: ImageSize, encoder_input: &str) -> ResizedPixels {
+        if self == Self::Sam2 && encoder_input != TRANSFORMERS_ENCODER_INPUT {
+            ResizedPixels::Float { pixels: resize_bilinear_f32(image, size), size }
+        } else {
+            ResizedPixels::Rgb8(resize_bilinear(image, size))
         }
     }
 
-    /// Writes the prompt's points and box corners (labelled 2 and 3) as the official predictor prepares them,
-    /// coordinates moved into the resized frame, into the first rows of `coords` and `labels`. (The padding point
-    /// is the decoder layout's business: see `PointInputs::caller_pads`.)
+    /// Writes the prompt's points, and its box corners (labelled 2 and 3) unless the decoder takes the box apart
+    /// (`corners: false`), as the official predictor prepares them, coordinates moved into the resized frame, into
+    /// the first rows of `coords` and `labels`. (The padding point is the decoder layout's business: see
+    /// `PointInputs::caller_pads`.)
     ///
     /// SAM: the points, then the box corners; coordinates scaled by resized / original in f64
     /// (`ResizeLongestSide.apply_coords`, numpy). SAM 2: the box corners first, then the points
@@ -73,13 +81,15 @@ impl Family {
     pub fn write_points(
         self,
         prompt: &Prompt,
+        corners: bool,
         original: ImageSize,
         resized: ImageSize,
         mut coords: ArrayViewMut2<f32>,
         mut labels: ArrayViewMut1<f32>,
     ) {
         let points = prompt.points.iter().map(|p| (p.x, p.y, p.label.code()));
-        let corners = prompt.bbox.into_iter().flat_map(|[x0, y0, x1, y1]| [(x0, y0, 2.0), (x1, y1, 3.0)]);
+        let bbox = prompt.bbox.filter(|_| corners);
+        let corners = bbox.into_iter().flat_map(|[x0, y0, x1, y1]| [(x0, y0, 2.0), (x1, y1, 3.0)]);
         let slots: Vec<(f32, f32, f32)> = match self {
             Self::Sam => {
                 let scale_x = resized.width as f64 / original.width as f64;
@@ -102,6 +112,17 @@ impl Family {
             labels[i] = label;
         }
     }
+
+    /// The prompt's box `[x0, y0, x1, y1]` moved into the resized frame as [`Self::write_points`] moves its
+    /// corners, for decoders that take boxes apart.
+    pub fn resized_box(self, prompt: &Prompt, original: ImageSize, resized: ImageSize) -> Option<[f32; 4]> {
+        let mut coords = ndarray::Array2::zeros((2, 2));
+        let mut labels = ndarray::Array1::zeros(2);
+        let corners_only = Prompt { points: Vec::new(), bbox: prompt.bbox, mask_input: None };
+        prompt.bbox?;
+        self.write_points(&corners_only, true, original, resized, coords.view_mut(), labels.view_mut());
+        Some([coords[[0, 0]], coords[[0, 1]], coords[[1, 0]], coords[[1, 1]]])
+    }
 }
 
 #[cfg(test)]
@@ -119,7 +140,7 @@ mod tests {
         let n = prompt.points.len() + if prompt.bbox.is_some() { 2 } else { 0 };
         let mut coords = Array2::zeros((n, 2));
         let mut labels = Array1::zeros(n);
-        family.write_points(prompt, original, resized, coords.view_mut(), labels.view_mut());
+        family.write_points(prompt, true, original, resized, coords.view_mut(), labels.view_mut());
         (coords, labels)
     }
 

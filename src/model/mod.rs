@@ -4,6 +4,7 @@ mod builtin;
 mod decoder;
 mod encoder;
 mod family;
+mod float_io;
 pub mod manifest;
 pub mod onnx_file;
 mod point_inputs;
@@ -103,10 +104,12 @@ impl SamModel {
             });
         }
         let mut encoder = Encoder::new(encoder_sessions, &manifest, family, decoder_inputs)?;
-        if matches!(encoder_placement, Placement::Cuda(_)) && encoder_placement == decoder_placement {
+        let decoder = Decoder::new(decoder_sessions, &manifest, &encoder)?;
+        // A device copy is fed to the decoder as it is: both ends must be float32.
+        let same_gpu = matches!(encoder_placement, Placement::Cuda(_)) && encoder_placement == decoder_placement;
+        if same_gpu && encoder.is_float32() && !decoder.takes_half_embeddings() {
             encoder.keep_embeddings_on(encoder_placement);
         }
-        let decoder = Decoder::new(decoder_sessions, &manifest, &encoder)?;
         Ok(Self { manifest, encoder, decoder, placement: (encoder_placement, decoder_placement) })
     }
 
