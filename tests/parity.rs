@@ -53,6 +53,19 @@ fn sam2_transformers_files_match_sam2_model() {
     run_parity("sam2-transformers", "parity_sam2_transformers.json", false);
 }
 
+/// SAM-HQ as X-AnyLabeling publishes it (tools/make_samhq_fixtures.py): the encoder gives the image embedding and
+/// the outputs of the ViT's global-attention blocks, which its decoder takes stacked as `interm_embeddings`; one
+/// mask per prompt (SAM's single-mask token refined by the HQ token), against SAM-HQ's own SamPredictor.
+#[test]
+fn sam_hq_files_match_the_sam_hq_predictor() {
+    let model = common::load_model("sam-hq");
+    let tensors: Vec<(&str, &[usize])> = model.encoder.embedding_tensors().collect();
+    assert_eq!(tensors, [("image_embeddings", &[1, 128, 16, 16][..]), ("interm_embeddings", &[2, 1, 16, 16, 128][..])]);
+    assert!(model.decoder.single_mask());
+    run_parity("sam-hq", "parity_samhq.json", false);
+    run_parity("sam-hq", "parity_samhq.json", true);
+}
+
 /// SAM2ImagePredictor's `max_hole_area` and `max_sprinkle_area` of a case (0 where the fixture has none).
 fn small_regions_of(case: &Value) -> SmallRegions {
     let area = |key: &str| case.get(key).map_or(0, |v| v.as_u64().unwrap() as usize);
@@ -168,9 +181,11 @@ fn run_parity(model_name: &str, fixture_file: &str, half: bool) {
     );
 }
 
-/// SAM's iterative refinement: the best-scored low-res logits of a first multimask call become mask_input.
+/// SAM's iterative refinement: the best-scored low-res logits of a first multimask call (the single mask, for a
+/// single-mask decoder) become mask_input.
 fn refine(model: &SamModel, embedding: &Embedding, prompt: &Value, multimask: bool) -> Vec<MaskResult> {
-    let first = segment(model, embedding, &[prompt_from_json(&prompt["refine_from"])], &options(true)).unwrap();
+    let first_options = options(!model.decoder.single_mask());
+    let first = segment(model, embedding, &[prompt_from_json(&prompt["refine_from"])], &first_options).unwrap();
     let best = Arc::clone(&first[0].masks[0].low_res);
     let refined = Prompt { mask_input: Some(best), ..prompt_from_json(prompt) };
     let results = segment(model, embedding, &[refined], &options(multimask)).unwrap();

@@ -1,8 +1,5 @@
 """Fixtures for SAM-HQ in the ONNX layout of X-AnyLabeling's SAM-HQ downloads, with SAM-HQ's own predictor's answers.
 
-Not used by the tests yet: samserve does not serve this layout until it stacks encoder outputs 1..G into the
-decoder's `interm_embeddings` (the next step of the published-layouts issue), so its output is not committed.
-
 X-AnyLabeling publishes SAM-HQ as `sam_hq_vit_{b,l,h}_encoder.onnx` (and `_encoder_quant.onnx`) with
 `sam_hq_vit_{b,l,h}_decoder.onnx`, made by the export scripts of its fork of SysCV's sam-hq (scripts/run.sh there):
 

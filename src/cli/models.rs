@@ -40,10 +40,7 @@ fn describe(model: &SamModel, folder: &Path) -> Result<String> {
     let (encoder, decoder) = (&model.encoder, &model.decoder);
     let single = decoder.single_mask();
     let supported = |yes: bool| if yes { "yes" } else { "no: the decoder gives one mask per prompt" }.to_string();
-    let embedding: Vec<String> = encoder
-        .embedding_tensors()
-        .map(|(name, [channels, height, width])| format!("{name} [{channels}, {height}, {width}]"))
-        .collect();
+    let embedding: Vec<String> = encoder.embedding_tensors().map(|(name, shape)| format!("{name} {shape:?}")).collect();
     let low_res = decoder.low_res_size();
     let rows = [
         ("model", model.name().to_string()),
@@ -65,7 +62,8 @@ fn describe(model: &SamModel, folder: &Path) -> Result<String> {
             .to_string(),
         ),
         ("input size", format!("S = {}", encoder.input_size())),
-        ("embedding", embedding.join(", ")),
+        ("embedding", format!("{:?}", encoder.embedding_shape())),
+        ("tensors", embedding.join(", ")),
         (
             "decoder",
             format!(

@@ -48,8 +48,9 @@ pub struct ModelInfo {
     pub input_size: usize,
     /// `[C, h, w]` of the image embedding.
     pub embedding_shape: [usize; 3],
-    /// Every tensor the encoder gives the decoder (one for `sam`; three for `sam2`: the image embedding and two
-    /// high-resolution feature maps), by the decoder input it feeds.
+    /// Every tensor the encoder gives the decoder, by the decoder input it feeds: one for SAM; two for SAM-HQ (its
+    /// ViT's global blocks stacked) and transformers.js SAM (the positional embedding); three for SAM 2 (the image
+    /// embedding and two high-resolution feature maps).
     pub embedding_tensors: Vec<EmbeddingTensorInfo>,
     /// How the encoder takes the image: `normalized` (`[1, 3, S, S]`, normalized and padded by samserve) or
     /// `rgb_hwc` (`[h, w, 3]` resized RGB; the graph normalizes and pads, as samexporter's `--use-preprocess`).
@@ -78,8 +79,8 @@ pub struct ModelInfo {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct EmbeddingTensorInfo {
     pub name: String,
-    /// `[C, h, w]`
-    pub shape: [usize; 3],
+    /// As the decoder takes it: `[1, C, h, w]`, or SAM-HQ's stacked `[G, 1, h, w, D]`.
+    pub shape: Vec<usize>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -105,7 +106,7 @@ pub async fn models(state: Data<AppState>) -> Result<HttpResponse, ApiError> {
                 embedding_tensors: model
                     .encoder
                     .embedding_tensors()
-                    .map(|(name, shape)| EmbeddingTensorInfo { name: name.to_string(), shape })
+                    .map(|(name, shape)| EmbeddingTensorInfo { name: name.to_string(), shape: shape.to_vec() })
                     .collect(),
                 encoder_input: model.encoder.layout().name(),
                 low_res_size: [low_res.height, low_res.width],

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use half::f16;
 use image::RgbImage;
-use ndarray::{Array3, Array4, ArrayViewD};
+use ndarray::{Array3, Array4, ArrayD, ArrayViewD, Axis, IxDyn};
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{Session, SessionInputValue};
 use ort::value::{Outlet, Tensor, TensorValueType};
@@ -46,14 +46,14 @@ struct EmbeddingPart {
 /// [1, C, h, w], as the encoder gave it or stored in half precision (half the memory of a cache entry).
 #[derive(Debug, Clone)]
 enum EmbeddingTensor {
-    F32(Array4<f32>),
-    F16(Array4<f16>),
+    F32(ArrayD<f32>),
+    F16(ArrayD<f16>),
 }
 
 /// What the decoder is fed for one embedding tensor.
 pub(super) enum DecoderFeed<'a> {
     OnDevice(&'a Tensor<f32>),
-    Host(Cow<'a, Array4<f32>>),
+    Host(Cow<'a, ArrayD<f32>>),
 }
 
 impl Embedding {
@@ -84,7 +84,7 @@ impl Embedding {
     }
 
     /// Each tensor in f32 (converted when stored as f16), named by the decoder input it feeds.
-    pub fn tensors_f32(&self) -> impl Iterator<Item = (&str, Cow<'_, Array4<f32>>)> {
+    pub fn tensors_f32(&self) -> impl Iterator<Item = (&str, Cow<'_, ArrayD<f32>>)> {
         self.parts.iter().map(|part| (&*part.decoder_input, part.tensor.to_f32()))
     }
 
@@ -112,7 +112,7 @@ impl Embedding {
 }
 
 impl EmbeddingTensor {
-    fn to_f32(&self) -> Cow<'_, Array4<f32>> {
+    fn to_f32(&self) -> Cow<'_, ArrayD<f32>> {
         match self {
             Self::F32(tensor) => Cow::Borrowed(tensor),
             Self::F16(tensor) => Cow::Owned(tensor.mapv(f16::to_f32)),
@@ -186,12 +186,13 @@ pub struct Encoder {
     keep_on: Option<Placement>,
 }
 
-/// An encoder output that the decoder takes.
+/// Encoder outputs that make one decoder input: one output, or several stacked along a new first axis (SAM-HQ's
+/// decoder takes the outputs of the ViT's G global-attention blocks as one `interm_embeddings` [G, 1, h, w, D]).
 struct EmbeddingOutput {
-    name: String,
+    names: Vec<String>,
     decoder_input: Arc<str>,
-    /// [C, h, w], dynamic axes filled in from the decoder's input.
-    shape: [usize; 3],
+    /// The shape the decoder takes, dynamic axes filled in from the encoder's outputs.
+    shape: Vec<usize>,
 }
 
 /// The decoder inputs that take the image embedding proper: SAM's, then SAM 2's (samexporter's, transformers').
@@ -216,14 +217,21 @@ impl Encoder {
         };
         let input_name = input.name().to_string();
         let decoder_takes = |name: &str| decoder_inputs.iter().any(|i| i.name() == name);
-        let mut pairs: Vec<(String, String)> = session
-            .outputs()
-            .iter()
-            .filter(|output| decoder_takes(output.name()))
-            .map(|output| (output.name().to_string(), output.name().to_string()))
-            .collect();
+        let mut pairs: Vec<(Vec<String>, String)> = Vec::new();
+        for (index, output) in session.outputs().iter().enumerate() {
+            if decoder_takes(output.name()) {
+                let count = stacked_count(output, decoder_inputs, file)?;
+                let Some(stacked) = session.outputs().get(index..index + count) else {
+                    return Err(contract(format!(
+                        "the decoder takes {count} of its outputs stacked as `{}`, and fewer follow it",
+                        output.name()
+                    )));
+                };
+                pairs.push((stacked.iter().map(|o| o.name().to_string()).collect(), output.name().to_string()));
+            }
+        }
         if let ([only], true) = (session.outputs(), pairs.is_empty() && decoder_takes(MAIN_EMBEDDING_INPUTS[0])) {
-            pairs.push((only.name().to_string(), MAIN_EMBEDDING_INPUTS[0].to_string()));
+            pairs.push((vec![only.name().to_string()], MAIN_EMBEDDING_INPUTS[0].to_string()));
         }
         if pairs.is_empty() {
             let names = |outlets: &[Outlet]| outlets.iter().map(|o| format!("`{}`", o.name())).collect::<Vec<_>>();
@@ -235,13 +243,17 @@ impl Encoder {
         }
         let outputs = pairs
             .into_iter()
-            .map(|(name, decoder_input)| {
-                let shape = embedding_shape(session.outputs(), &name, decoder_inputs, &decoder_input, file)?;
-                Ok(EmbeddingOutput { name, decoder_input: decoder_input.into(), shape })
+            .map(|(names, decoder_input)| {
+                let shape = fed_shape(session.outputs(), &names, decoder_inputs, &decoder_input, file)?;
+                Ok(EmbeddingOutput { names, decoder_input: decoder_input.into(), shape })
             })
             .collect::<Result<Vec<_>, ModelError>>()?;
         let main_output =
             outputs.iter().position(|o| MAIN_EMBEDDING_INPUTS.contains(&&*o.decoder_input)).unwrap_or_default();
+        if outputs[main_output].shape.len() != 4 {
+            let (name, shape) = (&outputs[main_output].decoder_input, &outputs[main_output].shape);
+            return Err(contract(format!("the image embedding `{name}` must be [1, C, h, w], not {shape:?}")));
+        }
         let (layout, stated_size) = match static_dims(session.inputs(), &input_name, file)?.as_slice() {
             [_, Some(3), Some(h), Some(w)] if h == w => (InputLayout::NormalizedSquare, Some(*h)),
             [_, Some(3), None, None] => (InputLayout::NormalizedSquare, None),
@@ -259,13 +271,13 @@ impl Encoder {
                 return Err(contract(format!("its input is {stated} px but model.toml says image_size = {given}")));
             }
             (Some(size), _, _) | (None, Some(size), _) => size,
-            (None, None, InputLayout::ResizedHwc) => INPUT_PIXELS_PER_EMBEDDING_CELL * outputs[main_output].shape[1],
+            (None, None, InputLayout::ResizedHwc) => INPUT_PIXELS_PER_EMBEDDING_CELL * outputs[main_output].shape[2],
             (None, None, InputLayout::NormalizedSquare) => {
                 return Err(contract("the input size is dynamic and model.toml gives no image_size".into()));
             }
         };
         let half_input = is_half(session.inputs(), &input_name);
-        let half_outputs = outputs.iter().any(|output| is_half(session.outputs(), &output.name));
+        let half_outputs = outputs.iter().flat_map(|o| &o.names).any(|name| is_half(session.outputs(), name));
         Ok(Self {
             sessions: SessionPool::new(sessions),
             family,
@@ -282,9 +294,10 @@ impl Encoder {
         })
     }
 
-    /// Whether the graph takes and gives float32 only: only then can embeddings stay on the device (IoBinding).
-    pub(super) fn is_float32(&self) -> bool {
-        !self.half_input && !self.half_outputs
+    /// Whether embeddings can stay on the device (IoBinding): when the graph takes and gives float32 only, and
+    /// each embedding tensor is one output (stacking would need them on the host).
+    pub(super) fn binds_to_device(&self) -> bool {
+        !self.half_input && !self.half_outputs && self.outputs.iter().all(|output| output.names.len() == 1)
     }
 
     /// Leave each embedding on `placement` as well as copying it to the host (see [`Embedding`]).
@@ -299,12 +312,13 @@ impl Encoder {
 
     /// [C, h, w] of the image embedding proper.
     pub fn embedding_shape(&self) -> [usize; 3] {
-        self.outputs[self.main_output].shape
+        let shape = &self.outputs[self.main_output].shape;
+        [shape[1], shape[2], shape[3]]
     }
 
-    /// Every embedding tensor: the decoder input it feeds and its [C, h, w].
-    pub fn embedding_tensors(&self) -> impl Iterator<Item = (&str, [usize; 3])> {
-        self.outputs.iter().map(|output| (&*output.decoder_input, output.shape))
+    /// Every embedding tensor: the decoder input it feeds and its shape there.
+    pub fn embedding_tensors(&self) -> impl Iterator<Item = (&str, &[usize])> {
+        self.outputs.iter().map(|output| (&*output.decoder_input, output.shape.as_slice()))
     }
 
     pub fn family(&self) -> Family {
@@ -346,8 +360,12 @@ impl Encoder {
                         session.run(ort::inputs![self.input_name.as_str() => input.value(self.half_input)?])?;
                     outputs
                         .map(|output| {
-                            let host = host_array(float_output(&results[output.name.as_str()])?.view())?;
-                            Ok(output.part(host, None))
+                            let arrays = output
+                                .names
+                                .iter()
+                                .map(|name| float_output(&results[name.as_str()]))
+                                .collect::<Result<Vec<_>, _>>()?;
+                            Ok(output.part(output.host_array(arrays.iter().map(|a| a.view()))?, None))
                         })
                         .collect()
                 }
@@ -356,21 +374,25 @@ impl Encoder {
                     // Owned: ort copies a bound view of borrowed data through a helper session that deadlocks
                     // (ort 2.0.0-rc.15, `IdentitySessionHandle::new` re-entering its lock).
                     binding.bind_input(self.input_name.as_str(), &input.into_tensor()?)?;
-                    for output in outputs.clone() {
-                        binding.bind_output_to_device(output.name.as_str(), &memory_info(placement)?)?;
+                    // Single outputs only (see `binds_to_device`).
+                    let names = outputs.clone().map(|output| output.names[0].as_str());
+                    for name in names.clone() {
+                        binding.bind_output_to_device(name, &memory_info(placement)?)?;
                     }
                     let mut results = session.run_binding(&binding)?;
                     outputs
-                        .map(|output| {
+                        .zip(names)
+                        .map(|(output, name)| {
                             let on_device = results
-                                .remove(output.name.as_str())
+                                .remove(name)
                                 .ok_or_else(|| ModelError::Contract {
                                     file: "encoder".into(),
-                                    message: format!("the bound output `{}` is missing", output.name),
+                                    message: format!("the bound output `{name}` is missing"),
                                 })?
                                 .downcast::<TensorValueType<f32>>()?;
                             let host = on_device.to(AllocationDevice::CPU, 0)?;
-                            Ok(output.part(host_array(host.try_extract_array::<f32>()?)?, Some(Arc::new(on_device))))
+                            let host = output.host_array([host.try_extract_array::<f32>()?])?;
+                            Ok(output.part(host, Some(Arc::new(on_device))))
                         })
                         .collect()
                 }
@@ -381,56 +403,79 @@ impl Encoder {
 }
 
 impl EmbeddingOutput {
-    fn part(&self, host: Array4<f32>, on_device: Option<Arc<Tensor<f32>>>) -> EmbeddingPart {
+    fn part(&self, host: ArrayD<f32>, on_device: Option<Arc<Tensor<f32>>>) -> EmbeddingPart {
         EmbeddingPart { decoder_input: self.decoder_input.clone(), tensor: EmbeddingTensor::F32(host), on_device }
+    }
+
+    /// The outputs (already on the host) as one owned array of the shape the decoder takes: stacked where there
+    /// are several.
+    fn host_array<'a>(&self, arrays: impl IntoIterator<Item = ArrayViewD<'a, f32>>) -> Result<ArrayD<f32>, ModelError> {
+        let views: Vec<ArrayViewD<f32>> = arrays.into_iter().collect();
+        let contract = |message: String| ModelError::Contract { file: "encoder".into(), message };
+        let joined = if views.len() == 1 {
+            views[0].to_owned()
+        } else {
+            ndarray::stack(Axis(0), &views).map_err(|e| contract(format!("stacking {:?}: {e}", self.names)))?
+        };
+        joined
+            .into_shape_with_order(IxDyn(&self.shape))
+            .map_err(|e| contract(format!("`{}` is not {:?}: {e}", self.decoder_input, self.shape)))
     }
 }
 
-/// [C, h, w] of the encoder output `name` that feeds the decoder input `decoder_input`: the encoder's static
-/// axes, its dynamic ones filled in from the decoder's; both must agree where both state them.
-fn embedding_shape(
+/// How many encoder outputs, from `output` on, the decoder's input of the same name takes stacked: G when that
+/// input has one more axis than the output and states G first (SAM-HQ's `interm_embeddings`), else 1.
+fn stacked_count(output: &Outlet, decoder_inputs: &[Outlet], file: &Path) -> Result<usize, ModelError> {
+    let gives = static_dims(std::slice::from_ref(output), output.name(), file)?;
+    let takes = static_dims(decoder_inputs, output.name(), file)?;
+    Ok(match takes.first() {
+        Some(Some(count)) if takes.len() == gives.len() + 1 => *count,
+        _ => 1,
+    })
+}
+
+/// The shape the decoder input `decoder_input` takes from the encoder outputs `names` (one, or several to stack):
+/// the decoder's axes, the dynamic ones filled in from the encoder's; both must agree where both state them. The
+/// first axis is the batch (1), or for stacked outputs the stack (their count) then the batch.
+fn fed_shape(
     encoder_outputs: &[Outlet],
-    name: &str,
+    names: &[String],
     decoder_inputs: &[Outlet],
     decoder_input: &str,
     file: &Path,
-) -> Result<[usize; 3], ModelError> {
+) -> Result<Vec<usize>, ModelError> {
     let contract = |message: String| ModelError::Contract { file: file.display().to_string(), message };
-    let gives = match static_dims(encoder_outputs, name, file)?.as_slice() {
-        [_, c, h, w] => [*c, *h, *w],
-        other => return Err(contract(format!("output `{name}` must be [1, C, h, w], not {other:?}"))),
-    };
-    let takes = match static_dims(decoder_inputs, decoder_input, file)?.as_slice() {
-        [_, c, h, w] => [*c, *h, *w],
-        other => return Err(contract(format!("the decoder's `{decoder_input}` must be [1, C, h, w], not {other:?}"))),
-    };
-    let mut shape = [0; 3];
-    for (axis, (given, taken)) in gives.into_iter().zip(takes).enumerate() {
-        shape[axis] = match (given, taken) {
-            (Some(given), Some(taken)) if given != taken => {
-                let show = |dims: [Option<usize>; 3]| format!("{:?}", dims.map(|d| d.map_or(-1, |d| d as i64)));
-                return Err(contract(format!(
-                    "its `{name}` is {} but the decoder's `{decoder_input}` is {} (-1: dynamic): they are not one \
-                     model",
-                    show(gives),
-                    show(takes)
-                )));
-            }
-            (Some(size), _) | (None, Some(size)) => size,
-            (None, None) => {
-                return Err(contract(format!("neither it nor the decoder states axis {} of `{name}`", axis + 1)));
-            }
-        };
+    let takes = static_dims(decoder_inputs, decoder_input, file)?;
+    let leading = if names.len() > 1 { vec![names.len(), 1] } else { vec![1] };
+    let show =
+        |dims: &[Option<usize>]| format!("{:?}", dims.iter().map(|d| d.map_or(-1, |d| d as i64)).collect::<Vec<_>>());
+    let mut shape: Vec<Option<usize>> = takes.iter().skip(leading.len()).copied().collect();
+    for name in names {
+        let gives = static_dims(encoder_outputs, name, file)?;
+        let gives = gives.get(1..).unwrap_or_default();
+        let agrees = gives.len() == shape.len()
+            && gives.iter().zip(&shape).all(|(given, taken)| given.is_none() || taken.is_none() || given == taken);
+        if !agrees {
+            return Err(contract(format!(
+                "its `{name}` is {} but the decoder's `{decoder_input}` is {} (-1: dynamic): they are not one model",
+                show(gives),
+                show(&shape)
+            )));
+        }
+        for (taken, given) in shape.iter_mut().zip(gives) {
+            *taken = taken.or(*given);
+        }
     }
-    Ok(shape)
-}
-
-/// The encoder output (already on the host) as an owned [1, C, h, w] array.
-fn host_array(output: ArrayViewD<f32>) -> Result<Array4<f32>, ModelError> {
-    output
-        .into_dimensionality::<ndarray::Ix4>()
-        .map(|view| view.to_owned())
-        .map_err(|e| ModelError::Contract { file: "encoder".into(), message: e.to_string() })
+    let axes = shape
+        .into_iter()
+        .enumerate()
+        .map(|(axis, size)| {
+            size.ok_or_else(|| {
+                contract(format!("neither it nor the decoder states axis {} of `{decoder_input}`", axis + 1))
+            })
+        })
+        .collect::<Result<Vec<usize>, ModelError>>()?;
+    Ok([leading, axes].concat())
 }
 
 fn memory_info(placement: Placement) -> Result<MemoryInfo<'static>, ort::Error> {

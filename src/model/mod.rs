@@ -107,7 +107,7 @@ impl SamModel {
         let decoder = Decoder::new(decoder_sessions, &manifest, &encoder)?;
         // A device copy is fed to the decoder as it is: both ends must be float32.
         let same_gpu = matches!(encoder_placement, Placement::Cuda(_)) && encoder_placement == decoder_placement;
-        if same_gpu && encoder.is_float32() && !decoder.takes_half_embeddings() {
+        if same_gpu && encoder.binds_to_device() && !decoder.takes_half_embeddings() {
             encoder.keep_embeddings_on(encoder_placement);
         }
         Ok(Self { manifest, encoder, decoder, placement: (encoder_placement, decoder_placement) })
