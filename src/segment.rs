@@ -234,6 +234,10 @@ pub fn check_supported(model: &SamModel, index: usize, prompt: &Prompt) -> Resul
     if prompt.bbox.is_some() && !model.decoder.takes_boxes() {
         return refuse("box", "takes points only (its export has no box input)");
     }
+    let slots = prompt.points.len() + if prompt.bbox.is_some() { 2 } else { 0 };
+    if let Some(max) = model.decoder.max_points().filter(|&max| slots > max) {
+        return refuse("points", &format!("takes at most {max} points, a box counting as 2 (this prompt has {slots})"));
+    }
     Ok(())
 }
 

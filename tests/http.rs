@@ -298,6 +298,7 @@ fn models_folders_without_model_toml_are_found_in_the_models_directory() {
     let expected = [
         "amg",
         "edgesam",
+        "efficientsam",
         "sam-hq",
         "sam2-samexporter",
         "sam2-transformers",

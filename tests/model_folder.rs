@@ -128,7 +128,7 @@ fn folders_that_cannot_be_told_apart_say_why() {
     let two_encoders = undetected(folder_of("two-encoders", &[("a.onnx", &encoder), ("b.onnx", &encoder)]));
     assert!(two_encoders.contains("encoders: a.onnx, b.onnx") && two_encoders.contains("model.toml"), "{two_encoders}");
     let no_decoder = undetected(folder_of("no-decoder", &[("a.onnx", &encoder)]));
-    assert!(no_decoder.contains("`input_points`: none"), "{no_decoder}");
+    assert!(no_decoder.contains("`batched_point_coords`): none"), "{no_decoder}");
     let single = fixture_bytes("samexporter-single/samserve_amg.decoder.onnx");
     let two_single =
         undetected(folder_of("two-single", &[("e.onnx", &encoder), ("s1.onnx", &single), ("s2.onnx", &single)]));

@@ -66,6 +66,26 @@ fn sam_hq_files_match_the_sam_hq_predictor() {
     run_parity("sam-hq", "parity_samhq.json", true);
 }
 
+/// EfficientSAM as its `export_to_onnx.py` (and labelme's downloads) lay it out: the image and the points at the
+/// original size, full-size masks out, one prompt per run (tools/make_efficientsam_fixtures.py), against
+/// `EfficientSam.forward`. Its graph upsamples bilinearly where the PyTorch model does bicubically, hence IoU and
+/// not identity. More than six points are refused: the graph would drop them.
+#[test]
+fn efficientsam_files_match_efficient_sam() {
+    let model = common::load_model("efficientsam");
+    assert_eq!((model.encoder.family(), model.encoder.layout()), (Family::EfficientSam, InputLayout::OriginalUnit));
+    assert_eq!(model.decoder.mask_tokens(), MaskTokens::Multimask);
+    run_parity("efficientsam", "parity_efficientsam.json", false);
+    let image =
+        decode_image(&std::fs::read(common::fixtures().join("images/tiny.png")).unwrap(), &ImageLimits::default());
+    let embedding = model.encoder.encode(&image.unwrap()).unwrap();
+    let crowded = prompt_from_json(
+        &serde_json::json!({"points": [[1, 1], [2, 2], [3, 3], [4, 4], [5, 5]], "labels": [1, 1, 1, 1, 0], "box": [0, 0, 9, 9]}),
+    );
+    let error = segment(&model, &embedding, &[crowded], &options(false)).err().unwrap();
+    assert!(error.to_string().contains("at most 6 points"), "{error}");
+}
+
 /// SAM2ImagePredictor's `max_hole_area` and `max_sprinkle_area` of a case (0 where the fixture has none).
 fn small_regions_of(case: &Value) -> SmallRegions {
     let area = |key: &str| case.get(key).map_or(0, |v| v.as_u64().unwrap() as usize);

@@ -290,15 +290,21 @@ def reference_case(predictor, reference):
         _, scores, low_res = predict(predictor, prompt["refine_from"])
         mask_input = low_res[np.argmax(scores)][None]
     logits, scores, _ = predict(predictor, prompt, mask_input)
+    return case_of(reference, logits, scores, logits > 0.0)
+
+
+def case_of(reference, logits, scores, masks):
+    """A fixture case from the three candidates' full-size logits, scores and masks: all three for a multimask
+    case, else the best-scored one; also the kept logits and the scores."""
     kept = [0, 1, 2] if reference["multimask"] else [int(np.argmax(scores))]
     stability = calculate_stability_score(torch.from_numpy(logits), 0.0, 1.0).numpy()
-    masks = []
+    entries = []
     for k in kept:
-        entry = encode_mask(logits[k] > 0.0)
+        entry = encode_mask(masks[k])
         entry.update(score=float(scores[k]), stability_score=float(stability[k]))
-        masks.append(entry)
+        entries.append(entry)
     case = {key: reference[key] for key in ("name", "prompt", "multimask")}
-    case["masks"] = masks
+    case["masks"] = entries
     case.update({key: reference[key] for key in ("image", "width", "height")})
     return case, logits[kept], scores
 
@@ -315,14 +321,18 @@ def preprocess(rgb, size):
     return ((resized - MEAN[:, None, None]) / STD[:, None, None])[None].astype(np.float32)
 
 
-def prompt_inputs(prompt, width, height, size):
-    """point_coords and point_labels [1, N, 2], [1, N]: box corners first, points scaled to the S x S frame."""
+def box_first_slots(prompt):
+    """A fixture prompt's points as lists of [x, y] and labels: the box corners (labels 2, 3) first."""
     coords, labels = [], []
     if "box" in prompt:
         coords += [prompt["box"][:2], prompt["box"][2:]]
         labels += [2, 3]
-    coords += prompt.get("points", [])
-    labels += prompt.get("labels", [])
+    return coords + prompt.get("points", []), labels + prompt.get("labels", [])
+
+
+def prompt_inputs(prompt, width, height, size):
+    """point_coords and point_labels [1, N, 2], [1, N]: box corners first, points scaled to the S x S frame."""
+    coords, labels = box_first_slots(prompt)
     coords = np.array(coords, dtype=np.float32).reshape(-1, 2)
     coords = coords / np.array([width, height], dtype=np.float32) * np.float32(size)
     return coords[None], np.array(labels, dtype=np.float32)[None]

@@ -130,7 +130,8 @@ impl AmgParams {
     /// (SamAutomaticMaskGenerator: 0.88; SAM2AutomaticMaskGenerator: 0.8).
     pub fn pred_iou_thresh_for(&self, family: Family) -> f32 {
         self.pred_iou_thresh.unwrap_or(match family {
-            Family::Sam => 0.88,
+            // EfficientSAM has no generator of its own: SAM's.
+            Family::Sam | Family::EfficientSam => 0.88,
             Family::Sam2 => 0.8,
         })
     }
@@ -224,7 +225,7 @@ pub fn generate(model: &SamModel, input: AmgInput, params: &AmgParams) -> Result
         masks = select(masks, &nms(&boxes, &scores, params.crop_nms_thresh));
     }
     // SAM 2's generator hands min_mask_region_area to its predictor instead (see `process_batch`).
-    if params.min_mask_region_area > 0 && model.encoder.family() == Family::Sam {
+    if params.min_mask_region_area > 0 && model.encoder.family() != Family::Sam2 {
         masks = remove_small_regions_and_duplicates(
             masks,
             params.min_mask_region_area,

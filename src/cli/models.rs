@@ -58,6 +58,9 @@ fn describe(model: &SamModel, folder: &Path) -> Result<String> {
             match encoder.layout() {
                 InputLayout::NormalizedSquare => "normalized: [1, 3, S, S], normalized and padded by samserve",
                 InputLayout::ResizedHwc => "rgb_hwc: [h, w, 3] resized RGB 0..255, normalized and padded in the graph",
+                InputLayout::OriginalUnit => {
+                    "original: [1, 3, H, W] RGB 0..1 at the image's size, resized in the graph"
+                }
             }
             .to_string(),
         ),

@@ -40,8 +40,8 @@ pub struct ModelInfo {
     pub name: String,
     /// Used when a request names no model.
     pub default: bool,
-    /// `sam` (Segment Anything and the models that keep its predictor: MobileSAM, EdgeSAM, ...) or `sam2` (SAM 2
-    /// and 2.1).
+    /// `sam` (Segment Anything and the models that keep its predictor: MobileSAM, EdgeSAM, SAM-HQ, ...), `sam2`
+    /// (SAM 2 and 2.1) or `efficientsam`.
     pub family: &'static str,
     /// S: the encoder's square input side (`sam`: the longest image side after resizing; `sam2`: the image is
     /// resized to S x S).
@@ -52,8 +52,9 @@ pub struct ModelInfo {
     /// ViT's global blocks stacked) and transformers.js SAM (the positional embedding); three for SAM 2 (the image
     /// embedding and two high-resolution feature maps).
     pub embedding_tensors: Vec<EmbeddingTensorInfo>,
-    /// How the encoder takes the image: `normalized` (`[1, 3, S, S]`, normalized and padded by samserve) or
-    /// `rgb_hwc` (`[h, w, 3]` resized RGB; the graph normalizes and pads, as samexporter's `--use-preprocess`).
+    /// How the encoder takes the image: `normalized` (`[1, 3, S, S]`, normalized and padded by samserve),
+    /// `rgb_hwc` (`[h, w, 3]` resized RGB; the graph normalizes and pads, as samexporter's `--use-preprocess`) or
+    /// `original` (`[1, 3, H, W]` in 0..1 at the image's size; the graph resizes: EfficientSAM).
     pub encoder_input: &'static str,
     /// `[h, w]` of the low-res logits (mask_input).
     pub low_res_size: [usize; 2],

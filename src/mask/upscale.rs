@@ -61,7 +61,7 @@ pub fn upscale_to_input(low_res: ArrayView2<f32>, input_size: usize, resized: Im
 
 /// The logits that the last resize takes to the original size (see [`input_to_original`]): for SAM, the low-res
 /// logits upsampled to S x S and cropped to the resized image ([`upscale_to_input`]); for SAM 2, the low-res logits
-/// themselves.
+/// themselves; for EfficientSAM, whose decoder gives full-size logits, those (the last resize is the identity).
 pub fn logits_before_last_resize<'a>(
     family: Family,
     low_res: ArrayView2<'a, f32>,
@@ -70,7 +70,7 @@ pub fn logits_before_last_resize<'a>(
 ) -> CowArray<'a, f32, Ix2> {
     match family {
         Family::Sam => upscale_to_input(low_res, input_size, resized).into(),
-        Family::Sam2 => low_res.into(),
+        Family::Sam2 | Family::EfficientSam => low_res.into(),
     }
 }
 

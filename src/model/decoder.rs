@@ -21,15 +21,18 @@ use super::point_inputs::{BOX_INPUT, PointInputs};
 use super::pool::SessionPool;
 use super::prompt::Prompt;
 use super::{Embedding, Encoder, ImageSize, Manifest, ModelError, static_dims};
+use ort::value::TensorRef;
 
 const ORIG_IM_SIZE: &str = "orig_im_size";
 const MASK_INPUTS: [&str; 2] = ["mask_input", "has_mask_input"];
-/// The (scores, low-res logits) outputs: SamOnnxModel's, EdgeSAM's, SAM 2's samexporter export's, transformers'.
-const OUTPUT_NAMES: [(&str, &str); 4] = [
+/// The (scores, low-res logits) outputs: SamOnnxModel's, EdgeSAM's, SAM 2's samexporter export's, transformers',
+/// EfficientSAM's (full-size logits).
+const OUTPUT_NAMES: [(&str, &str); 5] = [
     ("iou_predictions", "low_res_masks"),
     ("scores", "masks"),
     ("iou_predictions", "masks"),
     ("iou_scores", "pred_masks"),
+    ("iou_predictions", "output_masks"),
 ];
 
 /// What a decoder's mask tokens are, from their count.
@@ -125,6 +128,8 @@ impl Decoder {
             static_dims(session.inputs(), coords_input, file)?.get(points.prompt_axis()) == Some(&None);
         let mask_tokens = match static_dims(session.outputs(), scores_output, file)?.last().copied().flatten() {
             Some(1) => MaskTokens::Single,
+            // EfficientSAM's graph does not state its three.
+            Some(3) | None if points == PointInputs::EfficientSam => MaskTokens::Multimask,
             Some(3) => MaskTokens::Multimask,
             _ => MaskTokens::SingleAndMultimask,
         };
@@ -172,6 +177,11 @@ impl Decoder {
     fn is_prompt_input(&self, name: &str) -> bool {
         let (coords, labels) = self.points.names();
         [coords, labels, BOX_INPUT, ORIG_IM_SIZE].contains(&name) || MASK_INPUTS.contains(&name)
+    }
+
+    /// The most point slots (clicks, box corners) a prompt may have, where the graph limits them (EfficientSAM).
+    pub fn max_points(&self) -> Option<usize> {
+        self.points.max_points()
     }
 
     /// Whether prompts can have a box: the transformers layout takes points only.
@@ -270,6 +280,9 @@ impl Decoder {
         // fetched or not, so a 1x1 size keeps that unused branch cheap: on a 2304x1536 image a decoder run takes
         // about 1.2 ms instead of 22 ms. `iou_predictions` and `low_res_masks` do not depend on it.
         let orig_im_size = Array1::from_vec(vec![1.0f32, 1.0]);
+        // EfficientSAM's only masks are those upsampled to `orig_im_size` (int64): the image's real size.
+        let original = embedding.original;
+        let original_size = Array1::from_vec(vec![original.height as i64, original.width as i64]);
         let feeds: Vec<(&str, DecoderFeed)> = embedding.decoder_feeds().collect();
         let half = |name: &str| self.half_inputs.iter().any(|h| h == name);
         let half_points = half(self.points.names().0);
@@ -294,7 +307,9 @@ impl Decoder {
             inputs.push(("mask_input".into(), float_input(mask_input.view(), half("mask_input"))?));
             inputs.push(("has_mask_input".into(), float_input(has_mask_input.view(), half("has_mask_input"))?));
         }
-        if self.has_orig_im_size {
+        if self.points == PointInputs::EfficientSam {
+            inputs.push((ORIG_IM_SIZE.into(), TensorRef::from_array_view(&original_size)?.into()));
+        } else if self.has_orig_im_size {
             inputs.push((ORIG_IM_SIZE.into(), float_input(orig_im_size.view(), half(ORIG_IM_SIZE))?));
         }
         self.sessions.with_session(|session| {

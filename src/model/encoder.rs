@@ -129,7 +129,13 @@ pub enum InputLayout {
     /// `[h, w, 3]` float32 RGB in 0..255, resized so that the longest side is S; the graph normalizes, transposes
     /// and pads: samexporter's `--use-preprocess`, as published for MobileSAM (`Acly/MobileSAM`) and AnyLabeling.
     ResizedHwc,
+    /// `[1, 3, H, W]` float32 RGB in 0..1 at the original size; the graph resizes and normalizes: EfficientSAM's
+    /// `batched_images`.
+    OriginalUnit,
 }
+
+/// The encoder input of EfficientSAM's export, which takes the image as it is.
+const ORIGINAL_IMAGE_INPUT: &str = "batched_images";
 
 impl InputLayout {
     /// The name `GET /v1/models` gives it.
@@ -137,6 +143,7 @@ impl InputLayout {
         match self {
             Self::NormalizedSquare => "normalized",
             Self::ResizedHwc => "rgb_hwc",
+            Self::OriginalUnit => "original",
         }
     }
 }
@@ -162,6 +169,14 @@ impl EncoderInput {
             Self::ResizedHwc(tensor) => float_input(tensor.view(), half),
         }
     }
+}
+
+/// The image as `[1, 3, H, W]` float32 in 0..1 (EfficientSAM's `batched_images`: the image / 255).
+fn to_nchw_unit(image: &RgbImage) -> Array4<f32> {
+    let (width, height) = (image.width() as usize, image.height() as usize);
+    Array4::from_shape_fn((1, 3, height, width), |(_, c, y, x)| {
+        f32::from(image.get_pixel(x as u32, y as u32)[c]) / 255.0
+    })
 }
 
 /// SAM-family image encoders (ViT with 16-pixel patches, TinyViT) make one embedding cell per 16 x 16 input pixels:
@@ -255,6 +270,7 @@ impl Encoder {
             return Err(contract(format!("the image embedding `{name}` must be [1, C, h, w], not {shape:?}")));
         }
         let (layout, stated_size) = match static_dims(session.inputs(), &input_name, file)?.as_slice() {
+            [_, Some(3), _, _] if input_name == ORIGINAL_IMAGE_INPUT => (InputLayout::OriginalUnit, None),
             [_, Some(3), Some(h), Some(w)] if h == w => (InputLayout::NormalizedSquare, Some(*h)),
             [_, Some(3), None, None] => (InputLayout::NormalizedSquare, None),
             [_, _, Some(3)] if family == Family::Sam => (InputLayout::ResizedHwc, None),
@@ -262,6 +278,7 @@ impl Encoder {
                 let expected = match family {
                     Family::Sam => "[1, 3, S, S] (normalized) or [h, w, 3] (resized RGB)",
                     Family::Sam2 => "[1, 3, S, S] (normalized)",
+                    Family::EfficientSam => "`batched_images` [1, 3, H, W]",
                 };
                 return Err(contract(format!("input `{input_name}` must be {expected}, not {other:?}")));
             }
@@ -271,7 +288,9 @@ impl Encoder {
                 return Err(contract(format!("its input is {stated} px but model.toml says image_size = {given}")));
             }
             (Some(size), _, _) | (None, Some(size), _) => size,
-            (None, None, InputLayout::ResizedHwc) => INPUT_PIXELS_PER_EMBEDDING_CELL * outputs[main_output].shape[2],
+            (None, None, InputLayout::ResizedHwc | InputLayout::OriginalUnit) => {
+                INPUT_PIXELS_PER_EMBEDDING_CELL * outputs[main_output].shape[2]
+            }
             (None, None, InputLayout::NormalizedSquare) => {
                 return Err(contract("the input size is dynamic and model.toml gives no image_size".into()));
             }
@@ -336,9 +355,13 @@ impl Encoder {
         let original = ImageSize::new(image.height() as usize, image.width() as usize);
         let resized_size = self.family.resized_size(original, self.input_size);
         let (size, mean, std) = (self.input_size, self.pixel_mean, self.pixel_std);
+        if self.layout == InputLayout::OriginalUnit {
+            // The graph resizes and normalizes.
+            return (resized_size, EncoderInput::NormalizedSquare(to_nchw_unit(image)));
+        }
         let input = match (self.family.resize(image, resized_size, &self.input_name), self.layout) {
             (ResizedPixels::Rgb8(resized), InputLayout::ResizedHwc) => EncoderInput::ResizedHwc(to_hwc_f32(&resized)),
-            (ResizedPixels::Rgb8(resized), InputLayout::NormalizedSquare) => {
+            (ResizedPixels::Rgb8(resized), _) => {
                 EncoderInput::NormalizedSquare(normalize_and_pad(resized.as_raw(), resized_size.width, size, mean, std))
             }
             (ResizedPixels::Float { pixels, size: resized }, _) => {

@@ -11,6 +11,8 @@ use super::prompt::Prompt;
 /// Inputs that only SAM 2 mask decoders take (the first of the high-resolution features): samexporter's name,
 /// transformers'.
 const SAM2_DECODER_INPUTS: [&str; 2] = ["high_res_feats_0", "image_embeddings.0"];
+/// EfficientSAM's decoder input of points (in original pixels).
+const EFFICIENT_SAM_DECODER_INPUT: &str = "batched_point_coords";
 
 /// The encoder input of transformers' exports, whose processors resize the 8-bit image (SAM 2's too).
 const TRANSFORMERS_ENCODER_INPUT: &str = "pixel_values";
@@ -21,6 +23,9 @@ pub enum Family {
     Sam,
     /// SAM 2 and SAM 2.1 (`SAM2ImagePredictor`).
     Sam2,
+    /// EfficientSAM as its `export_to_onnx.py` exports it: the graphs take the image and the prompts at the
+    /// original size and give full-size masks (`EfficientSam.forward`).
+    EfficientSam,
 }
 
 /// The encoder's pixels for one image, RGB interleaved, before normalization.
@@ -37,24 +42,34 @@ impl Family {
         match self {
             Self::Sam => "sam",
             Self::Sam2 => "sam2",
+            Self::EfficientSam => "efficientsam",
         }
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
-        [Self::Sam, Self::Sam2].into_iter().find(|family| family.name() == name)
+        [Self::Sam, Self::Sam2, Self::EfficientSam].into_iter().find(|family| family.name() == name)
     }
 
     /// The family a decoder graph belongs to, from its input names.
-    pub fn of_decoder<'a>(mut input_names: impl Iterator<Item = &'a str>) -> Self {
-        if input_names.any(|name| SAM2_DECODER_INPUTS.contains(&name)) { Self::Sam2 } else { Self::Sam }
+    pub fn of_decoder<'a>(input_names: impl Iterator<Item = &'a str>) -> Self {
+        let names: Vec<&str> = input_names.collect();
+        if names.iter().any(|name| SAM2_DECODER_INPUTS.contains(name)) {
+            Self::Sam2
+        } else if names.contains(&EFFICIENT_SAM_DECODER_INPUT) {
+            Self::EfficientSam
+        } else {
+            Self::Sam
+        }
     }
 
-    /// The image size the encoder sees, within its S x S input: SAM keeps the aspect ratio (longest side S, padded
-    /// bottom/right), SAM 2 stretches the image to the whole square.
+    /// The image size the encoder is given, within its S x S input: SAM keeps the aspect ratio (longest side S,
+    /// padded bottom/right), SAM 2 stretches the image to the whole square, EfficientSAM takes the original (its
+    /// graph resizes).
     pub fn resized_size(self, original: ImageSize, input_size: usize) -> ImageSize {
         match self {
             Self::Sam => resized_size(original, input_size),
             Self::Sam2 => ImageSize::new(input_size, input_size),
+            Self::EfficientSam => original,
         }
     }
 
@@ -77,7 +92,8 @@ impl Family {
     /// SAM: the points, then the box corners; coordinates scaled by resized / original in f64
     /// (`ResizeLongestSide.apply_coords`, numpy). SAM 2: the box corners first, then the points
     /// (`SAM2ImagePredictor._predict` concatenates them so); coordinates divided by the original size and
-    /// multiplied by S in f32 (`SAM2Transforms.transform_coords`, torch).
+    /// multiplied by S in f32 (`SAM2Transforms.transform_coords`, torch). EfficientSAM: the points, then the box
+    /// corners, in original pixels (its graph scales them).
     pub fn write_points(
         self,
         prompt: &Prompt,
@@ -91,6 +107,7 @@ impl Family {
         let bbox = prompt.bbox.filter(|_| corners);
         let corners = bbox.into_iter().flat_map(|[x0, y0, x1, y1]| [(x0, y0, 2.0), (x1, y1, 3.0)]);
         let slots: Vec<(f32, f32, f32)> = match self {
+            Self::EfficientSam => points.chain(corners).map(|(x, y, label)| (x as f32, y as f32, label)).collect(),
             Self::Sam => {
                 let scale_x = resized.width as f64 / original.width as f64;
                 let scale_y = resized.height as f64 / original.height as f64;

@@ -57,8 +57,8 @@ pub enum ManifestError {
     Undetected { folder: PathBuf, message: String },
 }
 
-/// What SAM-family prompt decoders take and no encoder does: SamOnnxModel's points, transformers' points.
-const DECODER_INPUTS: [&str; 2] = ["point_coords", "input_points"];
+/// What SAM-family prompt decoders take and no encoder does: SamOnnxModel's points, transformers', EfficientSAM's.
+const DECODER_INPUTS: [&str; 3] = ["point_coords", "input_points", "batched_point_coords"];
 /// The decoder output of one score per mask token, and the token count of a multimask decoder.
 const MASK_SCORES: &str = "iou_predictions";
 const MULTIMASK_TOKENS: u64 = 4;
@@ -96,10 +96,10 @@ impl Manifest {
     }
 
     /// A folder without `model.toml`: among its `.onnx` files, the decoder is the graph that takes points
-    /// (`point_coords` or `input_points`) and the encoder the other one; there must be one encoder, and one decoder
-    /// or several of which one gives the multimask candidates (`Acly/MobileSAM` ships a single-mask and a multimask
-    /// decoder: the multimask one also answers single-mask requests as SamPredictor does). Everything else is the
-    /// default.
+    /// (`point_coords`, `input_points` or `batched_point_coords`) and the encoder the other one; there must be one
+    /// encoder, and one decoder or several of which one gives the multimask candidates (`Acly/MobileSAM` ships a
+    /// single-mask and a multimask decoder: the multimask one also answers single-mask requests as SamPredictor
+    /// does). Everything else is the default.
     pub fn detect(folder: &Path) -> Result<Self, ManifestError> {
         let undetected = |message: String| ManifestError::Undetected { folder: folder.to_path_buf(), message };
         let files = onnx_files(folder).map_err(|error| ManifestError::Read { path: folder.to_path_buf(), error })?;
@@ -132,7 +132,7 @@ impl Manifest {
                 };
                 return Err(undetected(format!(
                     "its ONNX files are not one encoder and one decoder (nor several decoders, one of them \
-                     multimask): encoders: {}; decoders, taking `point_coords` or `input_points`: {}; write a {MANIFEST_FILE} that \
+                     multimask): encoders: {}; decoders, taking points (`point_coords`, `input_points` or `batched_point_coords`): {}; write a {MANIFEST_FILE} that \
                      names them",
                     list(&encoders),
                     list(&decoders)
@@ -160,7 +160,9 @@ impl Manifest {
             None => None,
             Some((_, Some(family))) => Some(family),
             Some((name, None)) => {
-                return Err(invalid(format!("family {name:?} is not supported (supported: \"sam\", \"sam2\")")));
+                return Err(invalid(format!(
+                    "family {name:?} is not supported (supported: \"sam\", \"sam2\", \"efficientsam\")"
+                )));
             }
         };
         if raw.pixel_std.iter().any(|s| !s.is_normal()) {

@@ -22,13 +22,20 @@ pub enum PointInputs {
     /// transformers.js files, `Xenova/slimsam-77-uniform`: no box input, and labels 2 and 3 mean nothing to its
     /// prompt encoder), and Sam2Model as `onnx-community` publishes it (with boxes). The graph pads every prompt.
     Transformers,
+    /// `batched_point_coords` [1, 1, N, 2] and `batched_point_labels` [1, 1, N], float32, in original pixels, one
+    /// prompt per run: EfficientSAM's export. Box corners are points labelled 2 and 3; the graph pads or cuts the
+    /// points to [`EFFICIENT_SAM_POINTS`].
+    EfficientSam,
 }
+
+/// The points EfficientSAM's decoder takes: its graph pads to this many and drops any beyond.
+pub const EFFICIENT_SAM_POINTS: usize = 6;
 
 impl PointInputs {
     /// The layout of a decoder graph with these inputs, if it is one.
     pub fn detect(inputs: &[Outlet]) -> Option<Self> {
         let has = |name: &str| inputs.iter().any(|input| input.name() == name);
-        [Self::SamOnnx, Self::Transformers].into_iter().find(|layout| {
+        [Self::SamOnnx, Self::Transformers, Self::EfficientSam].into_iter().find(|layout| {
             let (coords, labels) = layout.names();
             has(coords) && has(labels)
         })
@@ -39,6 +46,7 @@ impl PointInputs {
         match self {
             Self::SamOnnx => ("point_coords", "point_labels"),
             Self::Transformers => ("input_points", "input_labels"),
+            Self::EfficientSam => ("batched_point_coords", "batched_point_labels"),
         }
     }
 
@@ -46,18 +54,23 @@ impl PointInputs {
     pub fn prompt_axis(self) -> usize {
         match self {
             Self::SamOnnx => 0,
-            Self::Transformers => 1,
+            Self::Transformers | Self::EfficientSam => 1,
         }
     }
 
     /// Whether a prompt can have a box: as two corner points labelled 2 and 3, or in `input_boxes`.
     pub fn takes_boxes(self, inputs: &[Outlet]) -> bool {
-        self == Self::SamOnnx || self.box_input(inputs)
+        self != Self::Transformers || self.box_input(inputs)
     }
 
     /// Whether boxes go in an input of their own (`input_boxes`), not as corner points.
     pub fn box_input(self, inputs: &[Outlet]) -> bool {
         self == Self::Transformers && inputs.iter().any(|input| input.name() == BOX_INPUT)
+    }
+
+    /// The most point slots (clicks and box corners) a prompt may have, where the graph limits them.
+    pub fn max_points(self) -> Option<usize> {
+        (self == Self::EfficientSam).then_some(EFFICIENT_SAM_POINTS)
     }
 
     /// Whether the caller adds the padding point, (0, 0) labelled -1, to a prompt without a box. SamOnnxModel
@@ -92,6 +105,10 @@ impl PointInputs {
             Self::SamOnnx => {
                 [(coords_name.into(), float(coords.into_dyn())?), (labels_name.into(), float(labels.into_dyn())?)]
             }
+            Self::EfficientSam => [
+                (coords_name.into(), float(coords.insert_axis(Axis(0)).into_dyn())?),
+                (labels_name.into(), float(labels.insert_axis(Axis(0)).into_dyn())?),
+            ],
             Self::Transformers => {
                 let labels = labels.mapv(|label| label as i64).insert_axis(Axis(0));
                 [
