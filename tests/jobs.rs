@@ -235,3 +235,29 @@ fn ended_jobs_are_deleted_after_the_retention() {
     }
     assert_eq!(server.get(&format!("/v1/jobs/{job}/results")).error_code(), "job_not_found");
 }
+
+/// A SAM 2 folder in a batch job: the job's mask for a prompt is SAM2ImagePredictor's (tests/fixtures/parity_sam2.json).
+#[test]
+fn a_sam2_model_answers_prompt_jobs_as_its_predictor() {
+    let folder = common::fixtures().join("models/sam2-samexporter");
+    let server = Server::spawn(&["--model-dir", folder.to_str().unwrap()], &[]);
+    let fixtures = common::read_json("parity_sam2.json");
+    let case = fixtures["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["image"] == "landscape.png" && c["name"] == "box_point")
+        .unwrap();
+    let spec = json!({"prompts": {"landscape.png": [case["prompt"]]}}).to_string();
+    let landscape = image("landscape.png");
+    let reply =
+        server.post_form("/v1/jobs", &[("image", Some("landscape.png"), &landscape), ("spec", None, spec.as_bytes())]);
+    assert_eq!(reply.status, 202, "{}", String::from_utf8_lossy(&reply.body));
+    let job = reply.json()["job_id"].as_str().unwrap().to_string();
+    assert_eq!(wait_until_ended(&server, &job)["status"], "succeeded");
+    let coco = results(&server, &job);
+    let rle: samserve::mask::rle::CocoRle =
+        serde_json::from_value(coco["annotations"][0]["segmentation"].clone()).unwrap();
+    let iou = samserve::mask::rle::decode(&rle).unwrap().iou(&common::best_official_mask(case));
+    assert!(iou >= 0.99, "IoU {iou}");
+}
