@@ -259,6 +259,7 @@ fn a_decoder_without_a_box_input_refuses_boxes_with_422() {
     let server = Server::spawn(&["--model-dir", folder.to_str().unwrap()], &[]);
     let info = server.get("/v1/models").json()["models"][0].clone();
     assert_eq!((info["boxes"].as_bool(), info["mask_input"].as_bool()), (Some(false), Some(false)));
+    assert!(info["max_points"].is_null());
     let landscape = fixture_image("landscape.png");
     let id = server.upload(&landscape)["image_id"].as_str().unwrap().to_string();
     let path = format!("/v1/images/{id}/segment");
@@ -314,6 +315,8 @@ fn models_folders_without_model_toml_are_found_in_the_models_directory() {
         "tiny-lean",
     ];
     assert_eq!(names, expected);
+    let efficientsam = listed["models"].as_array().unwrap().iter().find(|m| m["name"] == "efficientsam").unwrap();
+    assert_eq!((efficientsam["family"].as_str(), efficientsam["max_points"].as_u64()), (Some("efficientsam"), Some(6)));
 }
 
 #[test]

@@ -69,6 +69,9 @@ pub struct ModelInfo {
     pub mask_input: bool,
     /// Whether prompts may have a box; the transformers export takes points only, and answers a box with 422.
     pub boxes: bool,
+    /// The most points (clicks, a box counting as 2) a prompt may have, where the decoder limits them
+    /// (EfficientSAM: 6); more are refused with 422. `null`: the API's own limit only.
+    pub max_points: Option<usize>,
     /// Whether several prompts share one decoder run.
     pub batches_prompts: bool,
     /// Where the encoder sessions run: `cpu` or `cuda:N`.
@@ -115,6 +118,7 @@ pub async fn models(state: Data<AppState>) -> Result<HttpResponse, ApiError> {
                 single_mask: model.decoder.single_mask(),
                 mask_input: model.decoder.takes_mask_input(),
                 boxes: model.decoder.takes_boxes(),
+                max_points: model.decoder.max_points(),
                 batches_prompts: model.decoder.batches_prompts(),
                 encoder_device: model.placement.0.to_string(),
                 decoder_device: model.placement.1.to_string(),
