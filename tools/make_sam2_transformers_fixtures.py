@@ -83,6 +83,7 @@ from make_fixtures import encode_mask
 from make_layout_fixtures import rgb8
 from make_sam2_fixtures import IMAGE_SIZE, MODEL_DIM, TRUNK_DIM, answer_references, cpu_sessions, iou, resize_bilinear
 from make_sam2_fixtures import build_model as build_sam2_base
+from make_transformers_fixtures import MASK_DECODER_KEYS
 
 ROOT = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 FOLDER = ROOT / "models" / "sam2-transformers"
@@ -95,17 +96,7 @@ STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 # convert_sam2_to_hf.py's KEYS_TO_MODIFY_MAPPING, applied in this order to each SAM2Base key.
 KEYS_TO_MODIFY = {
-    "iou_prediction_head.layers.0": "iou_prediction_head.proj_in",
-    "iou_prediction_head.layers.1": "iou_prediction_head.layers.0",
-    "iou_prediction_head.layers.2": "iou_prediction_head.proj_out",
-    "mask_decoder.output_upscaling.0": "mask_decoder.upscale_conv1",
-    "mask_decoder.output_upscaling.1": "mask_decoder.upscale_layer_norm",
-    "mask_decoder.output_upscaling.3": "mask_decoder.upscale_conv2",
-    "mask_downscaling.0": "mask_embed.conv1",
-    "mask_downscaling.1": "mask_embed.layer_norm1",
-    "mask_downscaling.3": "mask_embed.conv2",
-    "mask_downscaling.4": "mask_embed.layer_norm2",
-    "mask_downscaling.6": "mask_embed.conv3",
+    **MASK_DECODER_KEYS,
     "dwconv": "depthwise_conv",
     "pwconv": "pointwise_conv",
     "fuser": "memory_fuser",

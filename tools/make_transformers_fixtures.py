@@ -86,8 +86,9 @@ QUANTIZED_LIMIT = 4_000_000  # bytes, both quantized files together; above it th
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)  # SamImageProcessor's defaults (ImageNet)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
-# convert_sam_to_hf.py's KEYS_TO_MODIFY_MAPPING, applied in this order to each segment-anything key.
-KEYS_TO_MODIFY = {
+# The first entries of convert_sam_to_hf.py's KEYS_TO_MODIFY_MAPPING: the mask decoder's and the mask embedding's,
+# which convert_sam2_to_hf.py's mapping starts with too.
+MASK_DECODER_KEYS = {
     "iou_prediction_head.layers.0": "iou_prediction_head.proj_in",
     "iou_prediction_head.layers.1": "iou_prediction_head.layers.0",
     "iou_prediction_head.layers.2": "iou_prediction_head.proj_out",
@@ -99,6 +100,10 @@ KEYS_TO_MODIFY = {
     "mask_downscaling.3": "mask_embed.conv2",
     "mask_downscaling.4": "mask_embed.layer_norm2",
     "mask_downscaling.6": "mask_embed.conv3",
+}
+# convert_sam_to_hf.py's KEYS_TO_MODIFY_MAPPING, applied in this order to each segment-anything key.
+KEYS_TO_MODIFY = {
+    **MASK_DECODER_KEYS,
     "point_embeddings": "point_embed",
     "pe_layer.positional_encoding_gaussian_matrix": "shared_embedding.positional_embedding",
     "image_encoder": "vision_encoder",
