@@ -67,7 +67,6 @@ import numpy as np
 import torch
 from PIL import Image
 from pycocotools import mask as coco_mask
-from sam2.utils.amg import calculate_stability_score
 from transformers import (
     Sam2Config,
     Sam2HieraDetConfig,
@@ -79,9 +78,17 @@ from transformers import (
     Sam2VisionConfig,
 )
 
-from make_fixtures import encode_mask
 from make_layout_fixtures import rgb8
-from make_sam2_fixtures import IMAGE_SIZE, MODEL_DIM, TRUNK_DIM, answer_references, cpu_sessions, iou, resize_bilinear
+from make_sam2_fixtures import (
+    IMAGE_SIZE,
+    MODEL_DIM,
+    TRUNK_DIM,
+    answer_references,
+    case_of,
+    cpu_sessions,
+    iou,
+    resize_bilinear,
+)
 from make_sam2_fixtures import build_model as build_sam2_base
 from make_transformers_fixtures import MASK_DECODER_KEYS
 
@@ -365,18 +372,8 @@ def answerable(reference):
 
 def reference_case(predictor, reference):
     logits, scores = predictor.predict([reference["prompt"]])
-    logits, scores = logits[0], scores[0].numpy()
-    kept = [0, 1, 2] if reference["multimask"] else [int(np.argmax(scores))]
-    stability = calculate_stability_score(logits, 0.0, 1.0).numpy()
-    masks = []
-    for k in kept:
-        entry = encode_mask(logits[k].numpy() > 0.0)
-        entry.update(score=float(scores[k]), stability_score=float(stability[k]))
-        masks.append(entry)
-    case = {key: reference[key] for key in ("name", "prompt", "multimask")}
-    case["masks"] = masks
-    case.update({key: reference[key] for key in ("image", "width", "height")})
-    return case, logits[kept].numpy(), scores
+    logits, scores = logits[0].numpy(), scores[0].numpy()
+    return case_of(reference, logits, scores, logits > 0.0)
 
 
 # What a caller of the ONNX files does, in numpy and PIL.

@@ -70,12 +70,10 @@ from onnxruntime.quantization.quantize import quantize_dynamic
 from optimum.exporters.onnx import main_export
 from PIL import Image
 from pycocotools import mask as coco_mask
-from segment_anything.utils.amg import calculate_stability_score
 from transformers import SamConfig, SamImageProcessor, SamModel, SamProcessor
 
-from make_fixtures import encode_mask
 from make_layout_fixtures import WEIGHTS, load_weights, rgb8
-from make_sam2_fixtures import answer_references, iou, resize_bilinear
+from make_sam2_fixtures import answer_references, case_of, iou, resize_bilinear
 from train_default import CONFIG
 
 ROOT = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
@@ -255,18 +253,8 @@ def reference_case(predictor, reference):
     """The answer for one case of parity_samexporter.json, and the kept masks' full-size logits and the three
     candidates' scores."""
     logits, scores = predictor.predict([reference["prompt"]])
-    logits, scores = logits[0], scores[0].numpy()
-    kept = [0, 1, 2] if reference["multimask"] else [int(np.argmax(scores))]
-    stability = calculate_stability_score(logits, 0.0, 1.0).numpy()
-    masks = []
-    for k in kept:
-        entry = encode_mask(logits[k].numpy() > 0.0)
-        entry.update(score=float(scores[k]), stability_score=float(stability[k]))
-        masks.append(entry)
-    case = {key: reference[key] for key in ("name", "prompt", "multimask")}
-    case["masks"] = masks
-    case.update({key: reference[key] for key in ("image", "width", "height")})
-    return case, logits[kept].numpy(), scores
+    logits, scores = logits[0].numpy(), scores[0].numpy()
+    return case_of(reference, logits, scores, logits > 0.0)
 
 
 # What a caller of the ONNX files does, in numpy and PIL.
