@@ -128,9 +128,9 @@ impl Decoder {
             static_dims(session.inputs(), coords_input, file)?.get(points.prompt_axis()) == Some(&None);
         let mask_tokens = match static_dims(session.outputs(), scores_output, file)?.last().copied().flatten() {
             Some(1) => MaskTokens::Single,
-            // EfficientSAM's graph does not state its three.
-            Some(3) | None if points == PointInputs::EfficientSam => MaskTokens::Multimask,
             Some(3) => MaskTokens::Multimask,
+            // EfficientSAM's graph does not state its three.
+            None if points == PointInputs::EfficientSam => MaskTokens::Multimask,
             _ => MaskTokens::SingleAndMultimask,
         };
         let has_orig_im_size = has_input(ORIG_IM_SIZE);
