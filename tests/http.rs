@@ -303,6 +303,7 @@ fn models_folders_without_model_toml_are_found_in_the_models_directory() {
         "sam-hq",
         "sam2-samexporter",
         "sam2-transformers",
+        "sam2-transformers-fp16",
         "samexporter-external",
         "samexporter-hwc",
         "samexporter-quantized",

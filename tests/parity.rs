@@ -288,6 +288,15 @@ fn float16_files_answer_close_to_the_float_model() {
     assert!(mean >= 0.9 && lowest >= 0.7, "mean IoU {mean}, lowest {lowest}");
 }
 
+/// onnx-community's `_fp16` SAM 2.1 files as transformers.js's conversion makes them (float16 inside, float32 inputs
+/// and outputs, the precision-sensitive ops kept in float32; tools/make_fp16_fixtures.py) load as they are.
+#[test]
+fn float16_sam2_transformers_files_answer_close_to_the_float_model() {
+    let (mean, lowest) = iou_with_the_float_model("sam2-transformers-fp16", "parity_sam2_transformers.json", 25);
+    // Measured by the tool in Python: mean 0.9993, lowest 0.9979.
+    assert!(mean >= 0.99 && lowest >= 0.97, "mean IoU {mean}, lowest {lowest}");
+}
+
 /// The transformers.js layout (`Xenova/slimsam-77-uniform`, `Xenova/sam-vit-base`): transformers' SamModel
 /// exported by optimum (tools/make_transformers_fixtures.py, the AMG fixture model's weights), against SamModel
 /// and SamProcessor in PyTorch. Its decoder takes points only (no box, no mask_input) and gives the three
