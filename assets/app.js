@@ -15,6 +15,7 @@ const $ = (id) => document.getElementById(id);
 // What the page shows. `objects` and `selected` are what undo/redo restore.
 const state = {
   image: null, // {id, width, height, fileName, bitmap, singleMask, maskInput}
+  file: null, // the open image's file, uploaded again when another model is chosen
   objects: [], // {id, name, colour, visible, points: [[x, y, label]], box: [x0, y0, x1, y1] | null, result}
   selected: null,
   nextId: 1,
@@ -53,10 +54,10 @@ async function postJson(path, body, signal) {
 }
 
 /** Uploads with XMLHttpRequest, which (unlike fetch) reports upload progress. */
-function uploadImage(file, onProgress) {
+function uploadImage(file, model, onProgress) {
   return new Promise((resolve, reject) => {
     const request = new XMLHttpRequest();
-    request.open('POST', '/v1/images');
+    request.open('POST', model ? `/v1/images?model=${encodeURIComponent(model)}` : '/v1/images');
     const type = file.type && file.type.startsWith('image/') ? file.type : 'application/octet-stream';
     request.setRequestHeader('Content-Type', type);
     request.upload.onprogress = (event) => {
@@ -454,7 +455,8 @@ async function openImage(file) {
   };
   progress(0, 'Uploading…');
   try {
-    const info = await uploadImage(file, progress);
+    const info = await uploadImage(file, $('model-select').value, progress);
+    state.file = file;
     let bitmap;
     try {
       bitmap = await createImageBitmap(file, { imageOrientation: 'from-image' });
@@ -562,23 +564,58 @@ function exportCoco() {
   download(new Blob([JSON.stringify(coco)], { type: 'application/json' }), `${baseName()}-coco.json`);
 }
 
+/** The loaded models (GET /v1/models), asked once; an empty list when the server cannot say. */
+let modelList = null;
+function models() {
+  modelList = modelList || fetch('/v1/models')
+    .then((response) => (response.ok ? response.json() : { models: [] }))
+    .then((body) => body.models || [])
+    .catch(() => []);
+  return modelList;
+}
+
 /**
- * What the model's decoder can do (GET /v1/models): whether it gives one mask per prompt (then no multimask
- * requests), whether it takes mask_input (EdgeSAM's does not: clicks then start from the prompts alone) and
- * boxes (the transformers export does not: no box drawing).
+ * What the model's decoder can do: whether it gives one mask per prompt (then no multimask requests), whether it
+ * takes mask_input (EdgeSAM's does not: clicks then start from the prompts alone) and boxes (the transformers
+ * export does not: no box drawing).
  */
 async function abilities(model) {
-  try {
-    const response = await fetch('/v1/models');
-    const listed = (await response.json()).models.find((entry) => entry.name === model);
-    return {
-      singleMask: Boolean(listed && listed.single_mask),
-      maskInput: !listed || listed.mask_input !== false,
-      boxes: !listed || listed.boxes !== false,
-    };
-  } catch {
-    return { singleMask: false, maskInput: true, boxes: true };
+  const listed = (await models()).find((entry) => entry.name === model);
+  return {
+    singleMask: Boolean(listed && listed.single_mask),
+    maskInput: !listed || listed.mask_input !== false,
+    boxes: !listed || listed.boxes !== false,
+  };
+}
+
+// ---- Choosing the model ----------------------------------------------------------------------------------------
+
+/** Fills the model picker (shown when the server has several) and starts on the default model. */
+async function offerModels() {
+  const listed = await models();
+  const select = $('model-select');
+  for (const model of listed) {
+    const option = document.createElement('option');
+    option.value = model.name;
+    option.textContent = `${model.name} (${model.family})`;
+    option.selected = model.default;
+    select.append(option);
   }
+  $('model-picker').hidden = listed.length < 2;
+  showNotice();
+}
+
+/** The chosen model's notice (the built-in demo model says how to get a real one). */
+async function showNotice() {
+  const chosen = (await models()).find((entry) => entry.name === $('model-select').value);
+  $('notice').textContent = (chosen && chosen.notice) || '';
+  $('notice').hidden = !(chosen && chosen.notice);
+}
+
+/** Another model answers from now on: the open image is uploaded again for it. */
+function changeModel() {
+  showNotice();
+  if (state.file) openImage(state.file);
 }
 
 // ---- "Segment everything" (shown once the server offers it) ----------------------------------------------------
@@ -701,7 +738,9 @@ function wire() {
     fitToStage();
     drawPrompts(null);
   });
+  $('model-select').addEventListener('change', changeModel);
   render();
+  offerModels();
   offerEverything();
 }
 

@@ -10,6 +10,7 @@ pub mod coco;
 pub mod engine;
 pub mod eval;
 pub mod http;
+pub mod hub;
 pub mod image_input;
 pub mod jobs;
 pub mod mask;

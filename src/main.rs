@@ -11,7 +11,7 @@ use cli::batch::BatchArgs;
 use cli::bench::BenchArgs;
 use cli::eval::EvalArgs;
 use cli::everything::EverythingArgs;
-use cli::models::ModelsArgs;
+use cli::models::{ModelsArgs, PullArgs};
 use cli::runtime::RuntimeArgs;
 use cli::segment::SegmentArgs;
 
@@ -38,13 +38,16 @@ enum Command {
     Batch(BatchArgs),
     /// Time the encoder and the decoder on the chosen device(s), with this model and image.
     Bench(BenchArgs),
-    /// Model folders: `inspect DIR` says what samserve makes of one.
+    /// Download models by name into the Hugging Face cache (or bring a branch's files up to date).
+    Pull(PullArgs),
+    /// The model catalogue (`list`), what samserve makes of a model (`inspect`), removing downloads (`rm`).
     Models(ModelsArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    cli::init_logging(if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" });
+    // Serving and downloading say what they do; the other commands print their results only.
+    cli::init_logging(if matches!(cli.command, Command::Serve(_) | Command::Pull(_)) { "info" } else { "warn" });
     // A batch runs one image per core, each on one thread, unless told otherwise.
     let default_threads = match &cli.command {
         Command::Batch(args) => Some(args.threads_per_worker()),
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Command::Everything(args) => cli::everything::run(&runtime, &args),
         Command::Batch(args) => cli::batch::run(&runtime, &args),
         Command::Bench(args) => cli::bench::run(&runtime, &args),
+        Command::Pull(args) => cli::models::pull(&args),
         Command::Models(args) => cli::models::run(&runtime, &args),
     });
     match outcome {

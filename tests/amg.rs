@@ -117,7 +117,7 @@ fn cli_and_http_give_the_official_masks_too() {
     };
     println!("{}", assert_parity("cli", &official, &decode_all(&written["masks"])));
 
-    let server = common::server::Server::spawn(&["--model-dir", model.to_str().unwrap()], &[]);
+    let server = common::server::Server::spawn(&["--model", model.to_str().unwrap()], &[]);
     let uploaded = server.upload(&std::fs::read(&image_path).unwrap());
     let path = format!("/v1/images/{}/everything", uploaded["image_id"].as_str().unwrap());
     let reply = server.post_json(&path, &json!({"output": ["rle", "polygons"]}));

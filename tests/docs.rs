@@ -209,3 +209,38 @@ fn link_and_error_code_scanners_find_what_they_should() {
     let markdown = "[a](api.md) [b](../README.md#status) [c](https://example.com/x) [d](#top) ![e](x/y.png)";
     assert_eq!(relative_links(markdown), ["api.md", "../README.md", "x/y.png"]);
 }
+
+/// The README's catalogue table, from `src/hub/catalogue.toml`.
+fn catalogue_table() -> String {
+    let mut table = String::from(
+        "| name | family | download | license | supports | files from |\n| --- | --- | --- | --- | --- | --- |\n",
+    );
+    for entry in samserve::hub::catalogue() {
+        let pinned = if entry.revision == "main" { "main".to_string() } else { entry.revision[..7].to_string() };
+        let files = match &entry.archive {
+            Some(archive) => format!("`{archive}` (unpacked)"),
+            None => entry.files.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", "),
+        };
+        table.push_str(&format!(
+            "| `{}` | {} | {:.0} MB | {} | {} | [{}]({}) @ {pinned}: {files} |\n",
+            entry.name,
+            entry.family,
+            entry.size_mb,
+            entry.license,
+            entry.supports.join(", "),
+            entry.repo,
+            entry.source
+        ));
+    }
+    table
+}
+
+#[test]
+fn readme_lists_the_catalogue() {
+    let (open, close) = ("<!-- catalogue -->\n", "<!-- /catalogue -->");
+    let readme = read("README.md");
+    let start = readme.find(open).expect("README.md has a <!-- catalogue --> block") + open.len();
+    let end = start + readme[start..].find(close).expect("and its end");
+    let updated = format!("{}{}{}", &readme[..start], catalogue_table(), &readme[end..]);
+    check_or_update("README.md", &updated);
+}

@@ -170,7 +170,7 @@ fn with_no_model_options_the_built_in_model_is_served() {
 #[test]
 fn a_folder_of_samexporter_files_is_served_as_published() {
     let folder = common::fixtures().join("models/samexporter-hwc");
-    let server = Server::spawn(&["--model-dir", folder.to_str().unwrap()], &[]);
+    let server = Server::spawn(&["--model", folder.to_str().unwrap()], &[]);
     let model = &server.get("/v1/models").json()["models"][0];
     assert_eq!((model["name"].as_str(), model["encoder_input"].as_str()), (Some("samexporter-hwc"), Some("rgb_hwc")));
     let fixtures = common::read_json("parity_samexporter.json");
@@ -187,7 +187,7 @@ fn a_folder_of_samexporter_files_is_served_as_published() {
 #[test]
 fn a_single_mask_decoder_refuses_what_it_cannot_answer() {
     let folder = common::fixtures().join("models/samexporter-single");
-    let server = Server::spawn(&["--model-dir", folder.to_str().unwrap()], &[]);
+    let server = Server::spawn(&["--model", folder.to_str().unwrap()], &[]);
     assert_eq!(server.get("/v1/models").json()["models"][0]["single_mask"], true);
     let landscape = fixture_image("landscape.png");
     let id = server.upload(&landscape)["image_id"].as_str().unwrap().to_string();
@@ -208,7 +208,7 @@ fn a_single_mask_decoder_refuses_what_it_cannot_answer() {
 #[test]
 fn a_sam2_folder_serves_clicks_refinement_and_everything() {
     let folder = common::fixtures().join("models/sam2-samexporter");
-    let server = Server::spawn(&["--model-dir", folder.to_str().unwrap()], &[]);
+    let server = Server::spawn(&["--model", folder.to_str().unwrap()], &[]);
     let info = server.get("/v1/models").json()["models"][0].clone();
     assert_eq!((info["family"].as_str(), info["single_mask"].as_bool()), (Some("sam2"), Some(false)));
     let tensors: Vec<&str> =
@@ -256,7 +256,7 @@ fn sam2_options_on_a_sam_model_are_refused() {
 #[test]
 fn a_decoder_without_a_box_input_refuses_boxes_with_422() {
     let folder = common::fixtures().join("models/slimsam-transformers");
-    let server = Server::spawn(&["--model-dir", folder.to_str().unwrap()], &[]);
+    let server = Server::spawn(&["--model", folder.to_str().unwrap()], &[]);
     let info = server.get("/v1/models").json()["models"][0].clone();
     assert_eq!((info["boxes"].as_bool(), info["mask_input"].as_bool()), (Some(false), Some(false)));
     assert!(info["max_points"].is_null());
@@ -276,7 +276,7 @@ fn a_decoder_without_a_box_input_refuses_boxes_with_422() {
 #[test]
 fn a_decoder_without_mask_input_refuses_refinement_and_does_the_rest() {
     let folder = common::fixtures().join("models/edgesam");
-    let server = Server::spawn(&["--model-dir", folder.to_str().unwrap()], &[]);
+    let server = Server::spawn(&["--model", folder.to_str().unwrap()], &[]);
     assert_eq!(server.get("/v1/models").json()["models"][0]["mask_input"], false);
     let id = server.upload(&fixture_image("landscape.png"))["image_id"].as_str().unwrap().to_string();
     let path = format!("/v1/images/{id}/segment");

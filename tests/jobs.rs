@@ -240,7 +240,7 @@ fn ended_jobs_are_deleted_after_the_retention() {
 #[test]
 fn a_sam2_model_answers_prompt_jobs_as_its_predictor() {
     let folder = common::fixtures().join("models/sam2-samexporter");
-    let server = Server::spawn(&["--model-dir", folder.to_str().unwrap()], &[]);
+    let server = Server::spawn(&["--model", folder.to_str().unwrap()], &[]);
     let fixtures = common::read_json("parity_sam2.json");
     let case = fixtures["cases"]
         .as_array()

@@ -13,9 +13,10 @@ use samserve::model::{Runtime, SessionCounts};
 
 #[derive(Args)]
 pub struct BatchArgs {
-    /// A model folder; the built-in model by default.
-    #[arg(long)]
-    model: Option<PathBuf>,
+    /// The model: a catalogue name (`samserve models list`), hf:OWNER/REPO[@REVISION][/SUBFOLDER], a model folder, or
+    /// samserve-s, the built-in demo model. Hub files are downloaded once into the Hugging Face cache.
+    #[arg(long, default_value = samserve::model::BUILTIN_MODEL)]
+    model: String,
     /// Image files and folders (searched recursively for image files).
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
@@ -74,7 +75,7 @@ pub fn run(runtime: &Runtime, args: &BatchArgs) -> Result<()> {
     let inputs = batch::collect_inputs(&args.inputs).map_err(anyhow::Error::msg)?;
     let workers = args.workers();
     let sessions = SessionCounts { encoder: workers, decoder: workers };
-    let model = super::load_model_with(runtime, args.model.as_deref(), sessions)?;
+    let model = super::load_model_with(runtime, &args.model, sessions)?;
     task.check_model(&model).map_err(anyhow::Error::msg)?;
     let progress = ProgressBar::new(inputs.len() as u64).with_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} images  {per_sec}  ETA {eta}  {msg}")

@@ -9,9 +9,10 @@ use samserve::timing;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// A model folder; the built-in model by default.
-    #[arg(long)]
-    model: Option<PathBuf>,
+    /// The model: a catalogue name (`samserve models list`), hf:OWNER/REPO[@REVISION][/SUBFOLDER], a model folder, or
+    /// samserve-s, the built-in demo model. Hub files are downloaded once into the Hugging Face cache.
+    #[arg(long, default_value = samserve::model::BUILTIN_MODEL)]
+    model: String,
     /// The image (a synthetic 1500x1000 one by default).
     image: Option<PathBuf>,
     /// Timed runs per measure.
@@ -20,7 +21,7 @@ pub struct BenchArgs {
 }
 
 pub fn run(runtime: &Runtime, args: &BenchArgs) -> Result<()> {
-    let model = super::load_model(runtime, args.model.as_deref())?;
+    let model = super::load_model(runtime, &args.model)?;
     let image = match &args.image {
         Some(path) => super::read_image(path)?,
         None => image::RgbImage::from_fn(1500, 1000, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])),

@@ -8,9 +8,10 @@ use samserve::model::Runtime;
 
 #[derive(Args)]
 pub struct EvalArgs {
-    /// A model folder; the built-in model by default.
-    #[arg(long)]
-    model: Option<PathBuf>,
+    /// The model: a catalogue name (`samserve models list`), hf:OWNER/REPO[@REVISION][/SUBFOLDER], a model folder, or
+    /// samserve-s, the built-in demo model. Hub files are downloaded once into the Hugging Face cache.
+    #[arg(long, default_value = samserve::model::BUILTIN_MODEL)]
+    model: String,
     /// The COCO annotation file (instance masks as RLE or polygons).
     #[arg(long)]
     coco: PathBuf,
@@ -23,7 +24,7 @@ pub struct EvalArgs {
 }
 
 pub fn run(runtime: &Runtime, args: &EvalArgs) -> Result<()> {
-    let model = super::load_model(runtime, args.model.as_deref())?;
+    let model = super::load_model(runtime, &args.model)?;
     let dataset = samserve::coco::load(&args.coco)?;
     let report = samserve::eval::evaluate(&model, &dataset, &args.images)?;
     if args.json {

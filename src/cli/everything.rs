@@ -11,9 +11,10 @@ use samserve::segment::OutputFormat;
 
 #[derive(Args)]
 pub struct EverythingArgs {
-    /// A model folder; the built-in model by default.
-    #[arg(long)]
-    model: Option<PathBuf>,
+    /// The model: a catalogue name (`samserve models list`), hf:OWNER/REPO[@REVISION][/SUBFOLDER], a model folder, or
+    /// samserve-s, the built-in demo model. Hub files are downloaded once into the Hugging Face cache.
+    #[arg(long, default_value = samserve::model::BUILTIN_MODEL)]
+    model: String,
     /// The image.
     image: PathBuf,
     #[command(flatten)]
@@ -27,7 +28,7 @@ pub struct EverythingArgs {
 }
 
 pub fn run(runtime: &Runtime, args: &EverythingArgs) -> Result<()> {
-    let model = super::load_model(runtime, args.model.as_deref())?;
+    let model = super::load_model(runtime, &args.model)?;
     let image = super::read_image(&args.image)?;
     let started = Instant::now();
     let masks = amg::generate(&model, AmgInput::Image(&image), &args.params)?;

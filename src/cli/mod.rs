@@ -13,6 +13,7 @@ pub mod serve;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use samserve::hub::Hub;
 use samserve::image_input::{ImageLimits, decode_image};
 use samserve::model::{Runtime, SamModel, SessionCounts};
 
@@ -31,18 +32,13 @@ pub fn init_logging(default_level: &str) {
     }
 }
 
-/// The model folder given, or the built-in model.
-fn load_model(runtime: &Runtime, folder: Option<&Path>) -> Result<SamModel> {
-    load_model_with(runtime, folder, SessionCounts::default())
+/// The model `--model` names (see [`samserve::hub`]), fetched first if it is a hub model the cache lacks.
+fn load_model(runtime: &Runtime, spec: &str) -> Result<SamModel> {
+    load_model_with(runtime, spec, SessionCounts::default())
 }
 
-fn load_model_with(runtime: &Runtime, folder: Option<&Path>, sessions: SessionCounts) -> Result<SamModel> {
-    match folder {
-        Some(folder) => {
-            SamModel::load(folder, runtime, sessions).with_context(|| format!("loading {}", folder.display()))
-        }
-        None => SamModel::builtin(runtime, sessions).context("loading the built-in model"),
-    }
+fn load_model_with(runtime: &Runtime, spec: &str, sessions: SessionCounts) -> Result<SamModel> {
+    samserve::hub::load(spec, &Hub::from_env(), runtime, sessions)
 }
 
 /// An image file, decoded as an upload would be (EXIF orientation, default limits).

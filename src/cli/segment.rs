@@ -12,9 +12,10 @@ use samserve::segment::{OutputFormat, SegmentOptions, SmallRegions, segment};
 
 #[derive(Args)]
 pub struct SegmentArgs {
-    /// A model folder (an encoder and a decoder ONNX file, and optionally model.toml); the built-in model by default.
-    #[arg(long)]
-    model: Option<PathBuf>,
+    /// The model: a catalogue name (`samserve models list`), hf:OWNER/REPO[@REVISION][/SUBFOLDER], a model folder, or
+    /// samserve-s, the built-in demo model. Hub files are downloaded once into the Hugging Face cache.
+    #[arg(long, default_value = samserve::model::BUILTIN_MODEL)]
+    model: String,
     /// The image (PNG, JPEG, WebP, BMP, TIFF or GIF).
     image: PathBuf,
     /// A point `X,Y` or `X,Y,LABEL` in image pixels; LABEL 1 = foreground (default), 0 = background. Repeatable.
@@ -71,7 +72,7 @@ fn parse_box(text: &str) -> Result<[f64; 4], String> {
 }
 
 pub fn run(runtime: &Runtime, args: &SegmentArgs) -> Result<()> {
-    let model = super::load_model(runtime, args.model.as_deref())?;
+    let model = super::load_model(runtime, &args.model)?;
     let image = super::read_image(&args.image)?;
     let started = Instant::now();
     let embedding = model.encoder.encode(&image)?;

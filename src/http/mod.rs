@@ -26,6 +26,7 @@ use utoipa::OpenApi;
 pub use error::ApiError;
 
 use crate::engine::{Engine, EngineConfig};
+use crate::hub::{self, Hub, ModelSpec};
 use crate::image_input::ImageLimits;
 use crate::jobs::{Jobs, JobsConfig};
 use crate::metrics::Metrics;
@@ -41,11 +42,12 @@ pub struct ServeOptions {
     /// Port to listen on (0 picks a free one; the address is printed).
     #[arg(long, env = "SAMSERVE_PORT", default_value_t = 8080)]
     pub port: u16,
-    /// A model folder to load (an encoder and a decoder ONNX file, and optionally model.toml); repeatable. Without it: the built-in model, and every
-    /// model folder in --models.
-    #[arg(long = "model-dir", env = "SAMSERVE_MODEL_DIR", value_delimiter = ',')]
-    pub model_dirs: Vec<PathBuf>,
-    /// A directory of model folders, loaded beside the built-in model when no --model-dir is given (if it exists).
+    /// A model to serve; repeatable or a comma list: a catalogue name (`samserve models list`),
+    /// hf:OWNER/REPO[@REVISION][/SUBFOLDER], a model folder, or samserve-s (the built-in demo model). Hub models are
+    /// downloaded once into the Hugging Face cache. Without it: the built-in model, and every model folder in --models.
+    #[arg(long = "model", alias = "model-dir", env = "SAMSERVE_MODEL", value_delimiter = ',')]
+    pub model_specs: Vec<String>,
+    /// A directory of model folders, loaded beside the built-in model when no --model is given (if it exists).
     #[arg(long, env = "SAMSERVE_MODELS", default_value = "models")]
     pub models: PathBuf,
     /// The model used when a request names none (default: the built-in model if loaded, else the first by name).
@@ -183,39 +185,43 @@ impl AppState {
 )]
 pub struct ApiDoc;
 
-/// The model folders to load from disk: the --model-dir list, or the model folders (a model.toml or ONNX files) in
+/// What to serve: the --model list, or the built-in model and the model folders (a model.toml or ONNX files) in
 /// --models (which need not exist) other than the built-in model's own source folder.
-fn model_folders(options: &ServeOptions) -> Vec<PathBuf> {
-    if !options.model_dirs.is_empty() {
-        return options.model_dirs.clone();
+fn model_specs(options: &ServeOptions) -> anyhow::Result<Vec<ModelSpec>> {
+    if !options.model_specs.is_empty() {
+        return options.model_specs.iter().map(|text| ModelSpec::parse(text)).collect();
     }
-    let Ok(listing) = std::fs::read_dir(&options.models) else { return vec![] };
-    let mut folders: Vec<PathBuf> = listing
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| is_model_folder(path) && !path.ends_with(BUILTIN_MODEL))
-        .collect();
+    let mut folders: Vec<PathBuf> = match std::fs::read_dir(&options.models) {
+        Ok(listing) => listing
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| is_model_folder(path) && !path.ends_with(BUILTIN_MODEL))
+            .collect(),
+        Err(_) => vec![],
+    };
     folders.sort();
-    folders
+    Ok(std::iter::once(ModelSpec::Builtin).chain(folders.into_iter().map(ModelSpec::Folder)).collect())
 }
 
-fn load_engine(runtime: &Runtime, options: &ServeOptions, metrics: Arc<Metrics>) -> anyhow::Result<Engine> {
+fn load_engine(
+    runtime: &Runtime,
+    options: &ServeOptions,
+    specs: Vec<ModelSpec>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Engine> {
     let sessions = SessionCounts { encoder: options.encoder_sessions, decoder: options.decoder_sessions };
-    let mut models = Vec::new();
-    if options.model_dirs.is_empty() {
-        let model = SamModel::builtin(runtime, sessions).context("loading the built-in model")?;
-        let (encoder, decoder) = model.placement;
-        tracing::info!(model = BUILTIN_MODEL, %encoder, %decoder, "built-in model loaded");
-        models.push(model);
-    }
-    for folder in model_folders(options) {
+    let hub = Hub::from_env();
+    let mut models: Vec<SamModel> = Vec::new();
+    for spec in specs {
         let started = Instant::now();
-        let model =
-            SamModel::load(&folder, runtime, sessions).with_context(|| format!("loading {}", folder.display()))?;
-        if models.iter().any(|m: &SamModel| m.name() == model.name()) {
-            bail!("{} holds a model named {:?}, a name already loaded", folder.display(), model.name());
+        let model = hub::materialize(&spec, &hub, false)?.load(runtime, sessions)?;
+        if models.iter().any(|m| m.name() == model.name()) {
+            bail!("{} is a model named {:?}, a name already loaded", spec.served_name(), model.name());
         }
         let (encoder, decoder) = model.placement;
-        tracing::info!(model = model.name(), folder = %folder.display(), %encoder, %decoder, seconds = started.elapsed().as_secs_f64(), "model loaded");
+        tracing::info!(model = model.name(), %encoder, %decoder, seconds = started.elapsed().as_secs_f64(), "model loaded");
+        if spec == ModelSpec::Builtin {
+            tracing::warn!("{}", hub::builtin_model_notice());
+        }
         models.push(model);
     }
     let default_model = match &options.default_model {
@@ -294,6 +300,8 @@ fn extractor_errors(config: &mut web::ServiceConfig) {
 
 /// Serves until SIGTERM or Ctrl-C. Listens first (healthz answers, readyz says 503), then loads the models.
 pub async fn serve(runtime: Runtime, options: ServeOptions) -> anyhow::Result<()> {
+    // A mistyped model name fails here, before anything listens.
+    let specs = model_specs(&options)?;
     let metrics = Arc::new(Metrics::new());
     let jobs = Jobs::open(JobsConfig {
         data_dir: options.data_dir.clone(),
@@ -337,7 +345,7 @@ pub async fn serve(runtime: Runtime, options: ServeOptions) -> anyhow::Result<()
     let failure: Arc<Mutex<Option<anyhow::Error>>> = Arc::default();
     let loader_failure = Arc::clone(&failure);
     actix_web::rt::spawn(async move {
-        let loaded = tokio::task::spawn_blocking(move || load_engine(&runtime, &options, metrics)).await;
+        let loaded = tokio::task::spawn_blocking(move || load_engine(&runtime, &options, specs, metrics)).await;
         match loaded.map_err(anyhow::Error::from).and_then(|engine| engine) {
             Ok(engine) => {
                 jobs.start(engine.model_map());

@@ -7,6 +7,8 @@ use utoipa::OpenApi;
 
 use super::error::{ApiError, ErrorBody};
 use super::{ApiDoc, AppState};
+use crate::hub;
+use crate::model::BUILTIN_MODEL;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Status {
@@ -78,6 +80,9 @@ pub struct ModelInfo {
     pub encoder_device: String,
     /// Where the decoder sessions run.
     pub decoder_device: String,
+    /// What a user should know before relying on this model's masks: set for the built-in demo model (trained on
+    /// synthetic shapes), with the command that serves a real one. The page shows it.
+    pub notice: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -122,6 +127,7 @@ pub async fn models(state: Data<AppState>) -> Result<HttpResponse, ApiError> {
                 batches_prompts: model.decoder.batches_prompts(),
                 encoder_device: model.placement.0.to_string(),
                 decoder_device: model.placement.1.to_string(),
+                notice: (model.name() == BUILTIN_MODEL).then(hub::builtin_model_notice),
             }
         })
         .collect();

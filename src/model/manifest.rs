@@ -101,8 +101,18 @@ impl Manifest {
     /// single-mask and a multimask decoder: the multimask one also answers single-mask requests as SamPredictor
     /// does). Everything else is the default.
     pub fn detect(folder: &Path) -> Result<Self, ManifestError> {
-        let undetected = |message: String| ManifestError::Undetected { folder: folder.to_path_buf(), message };
         let files = onnx_files(folder).map_err(|error| ManifestError::Read { path: folder.to_path_buf(), error })?;
+        let name = folder_name(folder).ok_or_else(|| ManifestError::Undetected {
+            folder: folder.to_path_buf(),
+            message: "the folder has no name to give the model".into(),
+        })?;
+        Self::detect_among(name, folder, files)
+    }
+
+    /// [`Self::detect`] over a given list of `.onnx` files in `folder` (a model fetched from the hub: the files it
+    /// chose in a snapshot that may hold other variants too).
+    pub fn detect_among(name: String, folder: &Path, files: Vec<PathBuf>) -> Result<Self, ManifestError> {
+        let undetected = |message: String| ManifestError::Undetected { folder: folder.to_path_buf(), message };
         let (mut encoders, mut decoders) = (Vec::new(), Vec::new());
         for file in files {
             let names = graph_names(&file)
@@ -139,7 +149,6 @@ impl Manifest {
                 )));
             }
         };
-        let name = folder_name(folder).ok_or_else(|| undetected("the folder has no name to give the model".into()))?;
         Ok(Self {
             name,
             family: None,

@@ -69,7 +69,11 @@ pub struct SamModel {
 impl SamModel {
     /// Loads `<folder>/model.toml` and its ONNX files; shapes come from the ONNX files.
     pub fn load(folder: &Path, runtime: &Runtime, sessions: SessionCounts) -> Result<Self, ModelError> {
-        let manifest = Manifest::load(folder)?;
+        Self::from_manifest(Manifest::load(folder)?, runtime, sessions)
+    }
+
+    /// Opens the ONNX files a manifest names (a folder's, or the files a hub download chose).
+    pub fn from_manifest(manifest: Manifest, runtime: &Runtime, sessions: SessionCounts) -> Result<Self, ModelError> {
         let (encoder, decoder) = (manifest.encoder.clone(), manifest.decoder.clone());
         Self::open(manifest, OnnxSource::File(&encoder), OnnxSource::File(&decoder), runtime, sessions)
     }

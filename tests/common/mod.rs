@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+pub mod mock_hub;
 pub mod server;
 
 use samserve::model::{Device, Runtime, RuntimeOptions, SamModel, SessionCounts};

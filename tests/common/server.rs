@@ -45,10 +45,10 @@ impl Server {
 
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
         let models = fixture_models().join(",");
-        Self::spawn(&[&["--model-dir", models.as_str()], extra].concat(), env)
+        Self::spawn(&[&["--model", models.as_str()], extra].concat(), env)
     }
 
-    /// `samserve serve --port 0` with only `args`: no --model-dir means the built-in model. Without --data-dir,
+    /// `samserve serve --port 0` with only `args`: no --model means the built-in model. Without --data-dir,
     /// a fresh temporary one.
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Self {
         let data_dir = super::temp_dir("data");

@@ -25,11 +25,13 @@ let browser;
 let context;
 let page;
 
-/** Starts `samserve serve` on a free port with these model folders and a fresh data folder; resolves once ready. */
+/** Starts `samserve serve` on a free port with these fixture model folders (or the built-in `samserve-s`) and a
+ * fresh data folder; resolves once ready. */
 async function startServer(models) {
   const dataDir = mkdtempSync(join(tmpdir(), 'samserve-e2e-'));
-  const child = spawn(binary, ['--device', 'cpu', 'serve', '--port', '0', '--data-dir', dataDir, '--model-dir',
-    models.map((m) => join(root, 'tests', 'fixtures', 'models', m)).join(',')], {
+  const specs = models.map((m) => (m === 'samserve-s' ? m : join(root, 'tests', 'fixtures', 'models', m)));
+  const child = spawn(binary, ['--device', 'cpu', 'serve', '--port', '0', '--data-dir', dataDir, '--model',
+    specs.join(',')], {
     stdio: ['ignore', 'pipe', 'inherit'],
     env: { ...process.env, RUST_LOG: 'warn' },
   });
@@ -443,4 +445,38 @@ test('a SAM 2 model: clicks, candidates and refinement as with SAM', async () =>
   } finally {
     sam2.child.kill();
   }
+});
+
+test('the page offers a model picker and says when the model is only the demo one', async () => {
+  const both = await startServer(['samserve-s', 'tiny']);
+  try {
+    await page.goto(both.address);
+    await page.locator('#model-picker').waitFor({ state: 'visible' });
+    const names = await page.locator('#model-select option').evaluateAll((options) => options.map((o) => o.value));
+    assert.deepEqual(names, ['samserve-s', 'tiny']);
+    assert.equal(await page.locator('#model-select').inputValue(), 'samserve-s', 'the default model is chosen');
+    assert.match(await page.locator('#notice').textContent(), /demo model.*samserve serve --model mobilesam/);
+    await page.uncheck('#hover-toggle');
+    const isUpload = (request) => request.method() === 'POST' && new URL(request.url()).pathname === '/v1/images';
+    let upload = page.waitForRequest(isUpload);
+    await page.setInputFiles('#file-input', landscape);
+    assert.equal(new URL((await upload).url()).searchParams.get('model'), 'samserve-s');
+    await page.waitForFunction(() => /encoded/.test(document.getElementById('upload-text').textContent));
+    upload = page.waitForRequest(isUpload);
+    await page.selectOption('#model-select', 'tiny');
+    assert.equal(new URL((await upload).url()).searchParams.get('model'), 'tiny', 'the open image goes to the new model');
+    assert.equal(await page.locator('#notice').isVisible(), false, 'no notice for a real model folder');
+    await page.waitForFunction(() => /encoded/.test(document.getElementById('upload-text').textContent));
+    const [x, y] = await screen(475, 365);
+    const { answer } = await segmentCall(() => page.mouse.click(x, y));
+    assert.ok(answer.results[0].masks.length > 0);
+  } finally {
+    both.child.kill();
+  }
+});
+
+test('with one model there is no picker', async () => {
+  await page.waitForFunction(() => document.querySelectorAll('#model-select option').length === 1);
+  assert.equal(await page.locator('#model-picker').isVisible(), false);
+  assert.equal(await page.locator('#notice').isVisible(), false, 'the tiny fixture is not the demo model');
 });
