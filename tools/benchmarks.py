@@ -1,17 +1,24 @@
 """The numbers of BENCHMARKS.md, in one run: samserve over HTTP and in process, side by side with the official
 segment-anything code (PyTorch, CPU), and the ratios.
 
-python tools/benchmarks.py [--out BENCHMARKS.md] [--seconds 10]
+python tools/benchmarks.py [--out BENCHMARKS.md] [--seconds 10] [--only NAME]
 
 Needs the tools' virtual environment, `wrk` (apt-get install wrk) and the Rust toolchain: it builds the release
 binary, runs `cargo bench --bench pipeline` (the bare, in-process side), starts `samserve serve`, and drives it with
-wrk. Models: the AMG fixture model (tests/fixtures/models/amg: the samserve-s architecture with confident weights,
-whose PyTorch weights the official side loads) and the built-in samserve-s (its architecture with random weights on
-the official side: timings do not depend on the weights, except mask counts in "segment everything", which is
-measured with the fixture model only).
+wrk. Cargo builds into SAMSERVE_BENCH_TARGET (a target folder; default: the repository's target/), where the binary
+is then taken from: a folder of its own keeps the runs clear of another build. Models: the AMG fixture model
+(tests/fixtures/models/amg: the samserve-s architecture with confident weights, whose PyTorch weights the official
+side loads), the built-in samserve-s (its architecture with random weights on the official side: timings do not
+depend on the weights, except mask counts in "segment everything", which is measured with the fixture models only)
+and the SAM 2 fixture model (tests/fixtures/models/sam2-samexporter, whose network make_sam2_fixtures.py builds
+again from its seed for the official SAM2ImagePredictor and SAM2AutomaticMaskGenerator).
+
+--only NAME measures only the models whose name contains NAME (any case) and merges them into the JSON beside --out,
+keeping the other models' stored results; the report says which models were measured in a later run than the rest.
 """
 
 import argparse
+import datetime
 import http.client
 import io
 import json
@@ -29,14 +36,18 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 from pycocotools import mask as coco_mask
+from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 from segment_anything import SamAutomaticMaskGenerator, SamPredictor
 
+import make_sam2_fixtures
 from sam_tiny import build_sam
 from train_default import CONFIG as SAMSERVE_S_CONFIG
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
-BINARY = ROOT / "target" / "release" / "samserve"
+TARGET = Path(os.environ.get("SAMSERVE_BENCH_TARGET") or ROOT / "target")
+CARGO_ENV = {**os.environ, "CARGO_TARGET_DIR": str(TARGET)}
+BINARY = TARGET / "release" / "samserve"
 PHOTO = FIXTURES / "images" / "landscape.png"
 LARGE = FIXTURES / "images" / "large.jpg"
 THREADS = 2
@@ -87,6 +98,49 @@ def official(config, weights):
     return results
 
 
+def official_sam2():
+    """SAM2ImagePredictor and SAM2AutomaticMaskGenerator on the photo, with the SAM 2 fixture model's network
+    (make_sam2_fixtures.build_model, set up as that script sets it up): set_image, one click with RLE, everything
+    (also with a crop layer, and on the large photo). The fixture's decoder has only the three multimask candidates:
+    samserve answers a single-mask request with the best-scored one, as make_sam2_fixtures.py's single-mask cases do,
+    so the official click is predict with multimask_output=True, keeping the argmax of the scores."""
+    torch.set_num_threads(THREADS)
+    model = make_sam2_fixtures.build_model()
+    image = np.asarray(Image.open(PHOTO).convert("RGB"))
+    predictor = make_sam2_fixtures.make_predictor(model)
+    click = np.array([[image.shape[1] * 0.6, image.shape[0] * 0.6]])
+
+    def predict_rle():
+        masks, scores, _ = predictor.predict(click, np.array([1]), multimask_output=True)
+        coco_mask.encode(np.asfortranarray(masks[int(np.argmax(scores))].astype(np.uint8)))
+
+    counts = []
+
+    def generate(pixels, **params):
+        """The official generator, default parameters but `params`, its predictor given the model's feature sizes
+        (make_sam2_fixtures.amg_cases); its mask count goes to `counts`."""
+        generator = SAM2AutomaticMaskGenerator(model, **params)
+        make_sam2_fixtures.fit_feature_sizes(generator.predictor, model)
+        counts.append(len(generator.generate(pixels)))
+
+    with torch.no_grad():
+        results = {"set_image": timed(10, lambda: predictor.set_image(image))}
+        predictor.set_image(image)
+        results["predict_click_rle"] = timed(200, predict_rle)
+        results["everything"] = timed(3, lambda: generate(image))
+        results["everything_masks"] = counts[-1]
+        try:
+            results["everything_crops"] = timed(2, lambda: generate(image, crop_n_layers=1))
+            results["everything_crops_masks"] = counts[-1]
+        except IndexError as error:
+            # sam2 1.1.0 with crop layers and no mask kept in any crop: box_area of an empty crop_boxes.
+            results["everything_crops_error"] = f"{type(error).__name__}: {error}"
+        large = np.asarray(Image.open(LARGE).convert("RGB"))
+        results["everything_large"] = timed(1, lambda: generate(large))
+        results["everything_large_masks"] = counts[-1]
+    return results
+
+
 def official_batch_rate(config, weights, files):
     """Images per second of the obvious official loop: set_image, one box, RLE."""
     torch.set_num_threads(THREADS)
@@ -111,7 +165,7 @@ def bare(model, *extra):
     output = subprocess.run(
         ["cargo", "bench", "--quiet", "--bench", "pipeline", "--", "--json", "--model", model, "--threads",
          str(THREADS), *extra],
-        cwd=ROOT, check=True, capture_output=True, text=True,
+        cwd=ROOT, check=True, capture_output=True, text=True, env=CARGO_ENV,
     ).stdout
     return json.loads(output.strip().splitlines()[-1])
 
@@ -279,6 +333,13 @@ def ratio(baseline, ours):
     return f"{baseline / ours:.2f}x" if ours else "n/a"
 
 
+def official_code(name):
+    """The official side's one-click row label, and notes, in the report: SAM's unless the model's setup has its
+    own."""
+    setup = model_setups().get(name)
+    return {"click": "SamPredictor.predict + RLE", **(setup[3].get("official_code", {}) if setup else {})}
+
+
 def report(results, seconds, before=None):
     lines = ["# samserve benchmarks", "",
              "Made by `python tools/benchmarks.py` (one run, everything side by side on the same machine). "
@@ -286,21 +347,36 @@ def report(results, seconds, before=None):
              "unless said otherwise.", "",
              f"Machine: {results['machine']}. Photo: tests/fixtures/images/landscape.png (640x427); wrk runs "
              f"{seconds} s per point.", ""]
+    if any("run" in model for model in results["models"].values()):
+        lines[2] += (" A model measured later on its own (`--only`) says so under its heading: its two sides still "
+                     "come from one run, but compare its ratios, not its times, with the other models'.")
     for name, model in results["models"].items():
         stages, http, official_side = model["bare"]["stages"], model["http"], model["official"]
+        code = official_code(name)
         bare_upload = http.get("bare_decode_and_encode", stages["decode_and_encode"])
-        lines += [f"## {name}", "",
-                  "### 1. One click (single mask as RLE, cached embedding)", "",
+        lines += [f"## {name}", ""]
+        if "run" in model:
+            run = model["run"]
+            load = " and ".join(f"{value:.1f}" for value in run.get("load", []))
+            lines += [f"Measured in a separate run (`--only`, {run['date']}; {run['machine']}; wrk {run['seconds']} s "
+                      "per point) and merged into this report's results"
+                      + (f"; 1-minute load average {load} at its start and end (its own threads included)"
+                         if load else "")
+                      + (f"; run at niceness {run['nice']}" if run.get("nice") else "") + "."
+                      + (f" {run['note']}" if run.get("note") else ""), ""]
+        lines += ["### 1. One click (single mask as RLE, cached embedding)", "",
                   "| | p50 | p99 |", "| --- | --- | --- |",
                   f"| samserve over HTTP (wrk, 1 connection) | {http['prompt']['p50']:.2f} | {http['prompt']['p99']:.2f} |",
                   f"| in process: decoder run only | {stages['decoder_run']['p50']:.2f} | {stages['decoder_run']['p99']:.2f} |",
                   f"| in process: decoder + masks + RLE | {stages['segment_click_rle']['p50']:.2f} | {stages['segment_click_rle']['p99']:.2f} |",
-                  f"| official SamPredictor.predict + RLE | {official_side['predict_click_rle']['p50']:.2f} | {official_side['predict_click_rle']['p99']:.2f} |",
+                  f"| official {code['click']} | {official_side['predict_click_rle']['p50']:.2f} | {official_side['predict_click_rle']['p99']:.2f} |",
                   "",
                   f"HTTP / bare decoder run: {http['prompt']['p50'] / stages['decoder_run']['p50']:.2f} (p50); "
                   f"HTTP / in-process segment: {http['prompt']['p50'] / stages['segment_click_rle']['p50']:.2f}; "
-                  f"official / HTTP: {ratio(official_side['predict_click_rle']['p50'], http['prompt']['p50'])}.", "",
-                  "### 2. Encode (image bytes to cached embedding)", "",
+                  f"official / HTTP: {ratio(official_side['predict_click_rle']['p50'], http['prompt']['p50'])}.", ""]
+        if "click_note" in code:
+            lines += [code["click_note"], ""]
+        lines += ["### 2. Encode (image bytes to cached embedding)", "",
                   "| | p50 | p99 |", "| --- | --- | --- |",
                   f"| upload over HTTP (distinct re-encodes of the photo, sequential) | {http['upload_encode']['p50']:.2f} | {http['upload_encode']['p99']:.2f} |",
                   f"| in process: decode + preprocess + encoder (just before the uploads) | {bare_upload['p50']:.2f} | {bare_upload['p99']:.2f} |",
@@ -311,15 +387,35 @@ def report(results, seconds, before=None):
                   f"{bare_upload['p50'] / http['upload_encode']['p50']:.2f}x; "
                   f"official set_image / samserve encode: {ratio(official_side['set_image']['p50'], stages['encode']['p50'])}.", ""]
         if "everything" in official_side:
+
+            def masks(count, official_key):
+                """The mask count, and the official generator's where the run kept it and it differs."""
+                official_count = official_side.get(official_key, count)
+                return f"{count} masks" + (f"; official: {official_count}" if official_count != count else "")
+
+            rows = [("default parameters", "everything", stages.get("everything"), model["bare"]["everything_masks"]),
+                    ("crop_n_layers=1", "everything_crops", stages.get("everything_crops"),
+                     model["bare"]["everything_crops_masks"])]
+            if "large" in model:
+                rows.append(("default parameters on a 2304x1536 photo", "everything_large",
+                             model["large"]["stages"]["everything"], model["large"]["everything_masks"]))
             lines += ["### 3. Segment everything", "",
-                      "| | samserve | official | speed-up |", "| --- | --- | --- | --- |",
-                      f"| default parameters ({model['bare']['everything_masks']} masks) | {stages['everything']['p50']:.0f} | {official_side['everything']['p50']:.0f} | {ratio(official_side['everything']['p50'], stages['everything']['p50'])} |",
-                      f"| crop_n_layers=1 ({model['bare']['everything_crops_masks']} masks) | {stages['everything_crops']['p50']:.0f} | {official_side['everything_crops']['p50']:.0f} | {ratio(official_side['everything_crops']['p50'], stages['everything_crops']['p50'])} |",
-                      f"| default parameters on a 2304x1536 photo ({model['large']['everything_masks']} masks) | {model['large']['stages']['everything']['p50']:.0f} | {official_side['everything_large']['p50']:.0f} | {ratio(official_side['everything_large']['p50'], model['large']['stages']['everything']['p50'])} |",
-                      "", "Both sides start from the decoded image (the encoder run included). The generator's network "
+                      "| | samserve | official | speed-up |", "| --- | --- | --- | --- |"]
+            lines += [f"| {label} ({masks(count, key + '_masks')}) | {ours['p50']:.0f} | "
+                      f"{official_side[key]['p50']:.0f} | {ratio(official_side[key]['p50'], ours['p50'])} |"
+                      if key in official_side else
+                      f"| {label} ({count} masks) | {ours['p50']:.0f} | fails (below) | n/a |"
+                      for label, key, ours, count in rows if ours and (key in official_side or key + "_error"
+                                                                        in official_side)]
+            lines += ["", "Both sides start from the decoded image (the encoder run included). The generator's network "
                       "work (1024 decoder prompts per crop) is the same on both sides; samserve's gain is in what "
                       "follows it, so it grows with the image size (the official code upsamples every candidate to "
                       "full size).", ""]
+            for label, key, *_ in rows:
+                if key + "_error" in official_side:
+                    lines += [f"The official generator failed with {label}: `{official_side[key + '_error']}`.", ""]
+            if "generator_note" in code:
+                lines += [code["generator_note"], ""]
         if "batch" in model:
             lines += ["### 4. Batch (one box per image, COCO RLE out)", "",
                       f"`samserve batch`: {model['batch']['samserve']:.1f} images/s; the official loop "
@@ -339,8 +435,7 @@ def report(results, seconds, before=None):
                       f"{m['after_mb']:.0f} MB after 1000 distinct uploads (--cache-mb 512; {m['entries']:.0f} "
                       f"embeddings cached, {m['cache_mb']:.0f} MB): {m['after_mb'] - m['idle_mb'] - m['cache_mb']:.0f} MB "
                       "above the idle process plus the cache.", ""]
-    if before:
-        lines += before_and_after(before, results)
+    lines += before_and_after(before, results)
     return "\n".join(lines)
 
 
@@ -358,23 +453,108 @@ def key_measures(model):
     if "everything" in official_side:
         measures["everything, official / samserve (target >= 3)"] = (
             official_side["everything"]["p50"] / stages["everything"]["p50"])
-        measures["everything with crops, official / samserve"] = (
-            official_side["everything_crops"]["p50"] / stages["everything_crops"]["p50"])
+        if "everything_crops" in official_side:
+            measures["everything with crops, official / samserve"] = (
+                official_side["everything_crops"]["p50"] / stages["everything_crops"]["p50"])
     return measures
 
 
+def keep_before(results, before):
+    """Stores in each model's entry the key measures of the run before it (from `before`, where its entry there is
+    another run's), unless the entry holds them already: the before/after table then survives merging one model's
+    new run (`--only`) and rendering again."""
+    for name, model in results["models"].items():
+        old = (before or {}).get("models", {}).get(name)
+        if "before" not in model and old is not None and old != model:
+            model["before"] = key_measures(old)
+
+
 def before_and_after(before, after):
-    lines = ["## Before and after", "",
-             "This run against the previous one (the BENCHMARKS.json this run replaced, or `--before`). Two runs are "
-             "further apart in time than the sides of one run, so compare the ratios rather than the times.", ""]
+    """The before/after tables: each model's stored measures of the run before its own (`keep_before`), or else
+    its entry in `before` where that is another run."""
+    tables = []
     for name, model in after["models"].items():
-        if name not in before["models"]:
+        old = model.get("before")
+        if old is None:
+            entry = (before or {}).get("models", {}).get(name)
+            old = key_measures(entry) if entry is not None and entry != model else None
+        if old is None:
             continue
-        old, new = key_measures(before["models"][name]), key_measures(model)
-        lines += [f"### {name}", "", "| measure | before | after |", "| --- | --- | --- |"]
-        lines += [f"| {measure} | {old[measure]:.2f} | {value:.2f} |" for measure, value in new.items() if measure in old]
-        lines.append("")
-    return lines
+        tables += [f"### {name}", "", "| measure | before | after |", "| --- | --- | --- |"]
+        tables += [f"| {measure} | {old[measure]:.2f} | {value:.2f} |"
+                   for measure, value in key_measures(model).items() if measure in old]
+        tables.append("")
+    if not tables:
+        return []
+    return ["## Before and after", "",
+            "This run against the previous one (the BENCHMARKS.json this run replaced, or `--before`). Two runs are "
+            "further apart in time than the sides of one run, so compare the ratios rather than the times.", "",
+            *tables]
+
+
+def model_setups():
+    """name: (samserve serve's model arguments, the bench's --model, the official side, extras). Extras: "large"
+    (everything on the large photo too), "batch" (the official batch loop, and `samserve batch` with these
+    arguments), "memory" (the cache's memory), "official_code" (`official_code`: the official one-click row's label,
+    and notes under the one-click and everything tables)."""
+    fixture_dir = FIXTURES / "models" / "amg"
+    weights = fixture_dir / "weights.pt"
+    sam2_dir = FIXTURES / "models" / "sam2-samexporter"
+    return {
+        "Fixture model (tests/fixtures/models/amg; official weights on the PyTorch side)": (
+            ["--model", str(fixture_dir)], str(fixture_dir), lambda: official(SAMSERVE_S_CONFIG, weights),
+            {"large": True,
+             "batch": (["--model", str(fixture_dir)], lambda files: official_batch_rate(SAMSERVE_S_CONFIG, weights,
+                                                                                        files))}),
+        "samserve-s, the built-in model": (
+            ["--models", "/nonexistent"], "builtin", lambda: official(SAMSERVE_S_CONFIG, None), {"memory": True}),
+        "SAM 2 fixture model (tests/fixtures/models/sam2-samexporter; the same network on the PyTorch side)": (
+            ["--model", str(sam2_dir)], str(sam2_dir), official_sam2,
+            {"large": True, "official_code": {
+                "click": "SAM2ImagePredictor.predict + RLE",
+                "click_note": "The fixture's decoder (samexporter's SAM 2 export) answers the three multimask "
+                              "candidates only: samserve keeps the best-scored one for a single-mask request, and "
+                              "the official side is predict with multimask_output=True and the argmax of the scores "
+                              "(as in tools/make_sam2_fixtures.py).",
+                "generator_note": "The official side is SAM2AutomaticMaskGenerator with its own defaults "
+                                  "(pred_iou_thresh 0.8, which samserve also takes for a SAM 2 model), its predictor "
+                                  "given the 512 model's feature sizes as in tools/make_sam2_fixtures.py. The "
+                                  "untrained fixture's candidates span nearly the whole image with stability scores "
+                                  "under 0.95, so that few or none pass the default filters (make_sam2_fixtures.py "
+                                  "lowers them for its AMG cases): the times are then the network work and the "
+                                  "filtering of every candidate, with little or nothing to encode. A failure with a "
+                                  "crop layer is sam2 1.1.0's when no crop keeps a mask: `box_area` of the empty "
+                                  "crop_boxes."}}),
+    }
+
+
+def measure(name, setup, seconds):
+    server_args, bench_model, official_side, extras = setup
+    print(f"{name}: in process", flush=True)
+    entry = {"bare": bare(bench_model)}
+    if extras.get("large"):
+        entry["large"] = bare(bench_model, "--image", str(LARGE), "--only", "everything")
+    # HTTP before the official side: right after the official generator's gigabytes of full-size masks, the
+    # first wrk run measured one click 1.3x slower than the same run on a settled machine.
+    print(f"{name}: HTTP", flush=True)
+    server = Server(server_args)
+    entry["http"] = http_side(server, seconds, bench_model)
+    server.close()
+    print(f"{name}: official", flush=True)
+    entry["official"] = official_side()
+    if "batch" in extras:
+        model_args, official_rate = extras["batch"]
+        files = sorted((FIXTURES / "images").glob("*.[pj][np]g"))
+        files = [f for f in files if f.name != "rgb16.png"] * 3
+        prompts = {}
+        for f in set(files):
+            w, h = ImageOps.exif_transpose(Image.open(f)).size
+            prompts[f.name] = [{"box": [0.2 * w, 0.2 * h, 0.7 * w, 0.7 * h]}]
+        entry["batch"] = {"samserve": batch_rate(model_args, files, prompts), "official": official_rate(files)}
+    if extras.get("memory"):
+        print(f"{name}: memory", flush=True)
+        entry["memory"] = memory(server_args)
+    return entry
 
 
 def main():
@@ -384,53 +564,47 @@ def main():
     parser.add_argument("--before", help="results to compare with (default: the JSON beside --out, from the last run)")
     parser.add_argument("--render-only", action="store_true",
                         help="measure nothing: write the report again from the JSON beside --out")
+    parser.add_argument("--only", metavar="NAME",
+                        help="measure only the models whose name contains NAME (any case), and merge them into the "
+                             "JSON beside --out, keeping the other models' results")
+    parser.add_argument("--note", help="with --only: a remark on the run (a repeat's numbers, the machine's state), "
+                                       "printed under each measured model's heading")
     args = parser.parse_args()
     out_json = Path(args.out).with_suffix(".json")
     before_path = Path(args.before) if args.before else out_json
     before = json.loads(before_path.read_text()) if before_path.exists() else None
     if args.render_only:
         results = json.loads(out_json.read_text())
+        keep_before(results, before)
         Path(args.out).write_text(report(results, results.get("seconds", args.seconds), before) + "\n")
         print(f"wrote {args.out}")
         return
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-    fixture_dir = FIXTURES / "models" / "amg"
-    weights = fixture_dir / "weights.pt"
-    models = {
-        "Fixture model (tests/fixtures/models/amg; official weights on the PyTorch side)":
-            (["--model-dir", str(fixture_dir)], str(fixture_dir), SAMSERVE_S_CONFIG, weights),
-        "samserve-s, the built-in model": (["--models", "/nonexistent"], "builtin", SAMSERVE_S_CONFIG, None),
-    }
-    results = {"machine": machine(), "seconds": args.seconds, "models": {}}
-    for name, (server_args, bench_model, config, model_weights) in models.items():
-        print(f"{name}: in process", flush=True)
-        entry = {"bare": bare(bench_model)}
-        if model_weights:
-            entry["large"] = bare(bench_model, "--image", str(LARGE), "--only", "everything")
-        # HTTP before the official side: right after the official generator's gigabytes of full-size masks, the
-        # first wrk run measured one click 1.3x slower than the same run on a settled machine.
-        print(f"{name}: HTTP", flush=True)
-        server = Server(server_args)
-        entry["http"] = http_side(server, args.seconds, bench_model)
-        server.close()
-        print(f"{name}: official", flush=True)
-        entry["official"] = official(config, model_weights)
-        if model_weights:
-            files = sorted((FIXTURES / "images").glob("*.[pj][np]g"))
-            files = [f for f in files if f.name != "rgb16.png"] * 3
-            prompts = {}
-            for f in set(files):
-                w, h = ImageOps.exif_transpose(Image.open(f)).size
-                prompts[f.name] = [{"box": [0.2 * w, 0.2 * h, 0.7 * w, 0.7 * h]}]
-            model_args = ["--model", str(fixture_dir)]
-            entry["batch"] = {"samserve": batch_rate(model_args, files, prompts),
-                              "official": official_batch_rate(config, model_weights, files)}
-        else:
-            print(f"{name}: memory", flush=True)
-            entry["memory"] = memory(server_args)
+    setups = model_setups()
+    if args.only:
+        setups = {name: setup for name, setup in setups.items() if args.only.lower() in name.lower()}
+        if not setups:
+            parser.error(f"no model's name contains {args.only!r}")
+        if not out_json.exists():
+            parser.error(f"--only merges into {out_json}, which does not exist: run every model first")
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True, env=CARGO_ENV)
+    if args.only:
+        results = json.loads(out_json.read_text())
+        # The 1-minute load average before and after, and the niceness the run had: a run on its own may meet
+        # other work on the machine.
+        run = {"date": datetime.date.today().isoformat(), "machine": machine(), "seconds": args.seconds,
+               "load": [os.getloadavg()[0]], "nice": os.nice(0), **({"note": args.note} if args.note else {})}
+    else:
+        results = {"machine": machine(), "seconds": args.seconds, "models": {}}
+    for name, setup in setups.items():
+        entry = measure(name, setup, args.seconds)
+        if args.only:
+            entry["run"] = run
         results["models"][name] = entry
+    if args.only:
+        run["load"].append(os.getloadavg()[0])
     results = json.loads(json.dumps(results, default=str))  # as it will be read back (string keys)
-    Path(args.out).write_text(report(results, args.seconds, before) + "\n")
+    keep_before(results, before)
+    Path(args.out).write_text(report(results, results["seconds"], before) + "\n")
     out_json.write_text(json.dumps(results, indent=1))
     print(f"wrote {args.out}")
 
