@@ -31,6 +31,8 @@ pub struct Metrics {
     pub load_shed: IntCounter,
     pub embedding_cache: CacheMetrics,
     pub logits_cache: CacheMetrics,
+    /// Redis operations of a replica (`--redis`) by operation and outcome (`ok`, `error`).
+    pub redis_operations: IntCounterVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -112,6 +114,11 @@ impl Metrics {
             ),
             embedding_cache: cache_metrics(&registry, "embedding", "image embedding cache"),
             logits_cache: cache_metrics(&registry, "logits", "low-res logits cache (mask_input)"),
+            redis_operations: counter(
+                "samserve_redis_operations_total",
+                "Redis operations (--redis) by operation and outcome",
+                &["operation", "outcome"],
+            ),
             registry,
         }
     }

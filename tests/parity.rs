@@ -433,3 +433,29 @@ fn rle_strings_are_byte_identical_to_pycocotools() {
         assert_eq!(mask.area(), vector["area"].as_u64().unwrap());
     }
 }
+
+/// An embedding written as a safetensors file (what replicas share through Redis) and read back answers exactly
+/// as before, in F32 and in F16 (`--cache-f16`), with one tensor (SAM) and three (SAM 2).
+#[test]
+fn embeddings_through_safetensors_files_answer_the_same_masks() {
+    let bytes = std::fs::read(common::fixtures().join("images").join("landscape.png")).unwrap();
+    let image = decode_image(&bytes, &ImageLimits::default()).unwrap();
+    let prompt =
+        Prompt { points: vec![Point { x: 475.0, y: 365.0, label: PointLabel::Foreground }], ..Prompt::default() };
+    for name in ["tiny", "sam2-samexporter"] {
+        let model = common::load_model(name);
+        for embedding in [model.encoder.encode(&image).unwrap(), model.encoder.encode(&image).unwrap().into_f16()] {
+            let metadata = std::collections::HashMap::from([("model".to_string(), name.to_string())]);
+            let file = embedding.to_safetensors(metadata);
+            let (back, metadata) = Embedding::from_safetensors(&file).unwrap();
+            assert_eq!(metadata["model"], name);
+            assert_eq!(back.size_in_bytes(), embedding.size_in_bytes(), "{name}: same dtype and shapes");
+            let answer = |e: &Embedding| {
+                let results = segment(&model, e, std::slice::from_ref(&prompt), &options(true)).unwrap();
+                results[0].masks.iter().map(|m| (m.score, m.encodings.rle.clone())).collect::<Vec<_>>()
+            };
+            assert_eq!(answer(&back), answer(&embedding), "{name}");
+        }
+    }
+    assert!(Embedding::from_safetensors(b"not a file").is_err());
+}

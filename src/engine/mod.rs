@@ -7,11 +7,12 @@
 //! async executor. An encode that was accepted runs to completion and fills the cache even if its caller leaves.
 
 mod cache;
+pub mod shared;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
@@ -25,6 +26,7 @@ use crate::metrics::Metrics;
 use crate::model::{Embedding, ModelError, Prompt, PromptError, SamModel};
 use crate::segment::{PromptResult, SegmentOptions, segment};
 use cache::ByteLru;
+use shared::SharedStore;
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -118,7 +120,9 @@ pub struct Everything {
     pub elapsed_ms: f64,
 }
 
-type SharedEncode = Shared<BoxFuture<'static, Result<Arc<ImageRecord>, EngineError>>>;
+/// An upload's encode, awaited by every request for the same image: the record, and whether this replica ran the
+/// encoder for it (rather than finding it in Redis).
+type SharedEncode = Shared<BoxFuture<'static, Result<(Arc<ImageRecord>, bool), EngineError>>>;
 
 pub struct Engine {
     models: BTreeMap<String, Arc<SamModel>>,
@@ -132,6 +136,10 @@ pub struct Engine {
     pending: AtomicUsize,
     encoder_slots: Arc<Semaphore>,
     decoder_slots: Arc<Semaphore>,
+    /// Embeddings, encoder locks and logits shared with other replicas (`--redis`).
+    shared: Option<Arc<SharedStore>>,
+    /// This replica's name in the encoder locks it takes.
+    replica: String,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -157,11 +165,24 @@ impl Engine {
             pending: AtomicUsize::new(0),
             encoder_slots: Arc::new(Semaphore::new(config.encoder_slots.max(1))),
             decoder_slots: Arc::new(Semaphore::new(config.decoder_slots.max(1))),
+            shared: None,
+            replica: uuid::Uuid::new_v4().simple().to_string(),
             models,
             default_model,
             config,
             metrics,
         }
+    }
+
+    /// Shares embeddings and logits with the other replicas that use `store`.
+    pub fn with_shared_store(mut self, store: Arc<SharedStore>) -> Self {
+        self.shared = Some(store);
+        self
+    }
+
+    /// The shared store, when replicas share one.
+    pub fn shared_store(&self) -> Option<&SharedStore> {
+        self.shared.as_deref()
     }
 
     pub fn models(&self) -> impl Iterator<Item = &SamModel> {
@@ -206,7 +227,7 @@ impl Engine {
                     self.pending.fetch_add(1, Ordering::SeqCst);
                     self.metrics.encoder_queue_depth.inc();
                     let engine = Arc::clone(self);
-                    let run = engine.encode(model, id.clone(), bytes).boxed().shared();
+                    let run = engine.obtain(model, id.clone(), bytes).boxed().shared();
                     encoding.insert(id, run.clone());
                     // Driven on its own, so the work finishes even if every caller goes away.
                     tokio::spawn(run.clone());
@@ -214,20 +235,108 @@ impl Engine {
                 }
             }
         };
-        let record = encode.await?;
-        Ok(Upload { record, cached: !leader })
+        let (record, encoded) = encode.await?;
+        Ok(Upload { record, cached: !(leader && encoded) })
     }
 
-    async fn encode(
+    /// An admitted upload's embedding: from the replicas' shared store, else encoded here (once over all replicas
+    /// when they share one). Leaves it in the local cache.
+    async fn obtain(
         self: Arc<Self>,
         model: Arc<SamModel>,
         id: String,
         bytes: Vec<u8>,
-    ) -> Result<Arc<ImageRecord>, EngineError> {
+    ) -> Result<(Arc<ImageRecord>, bool), EngineError> {
+        let outcome = match self.shared.clone() {
+            Some(shared) => self.obtain_shared(&shared, model, &id, bytes).await,
+            None => self.encode(model, id.clone(), bytes).await.map(|record| (record, true)),
+        };
+        self.pending.fetch_sub(1, Ordering::SeqCst);
+        if let Ok((record, _)) = &outcome {
+            let size = record.embedding.size_in_bytes();
+            lock(&self.embeddings).insert(id.clone(), Arc::clone(record), size, &self.metrics.embedding_cache);
+        }
+        lock(&self.encoding).remove(&id);
+        outcome
+    }
+
+    /// Another replica's embedding, or this replica's encode under the image's lock: a replica that loses the race
+    /// waits for the winner's result, and takes over when the winner dies (its lock expires unrefreshed).
+    async fn obtain_shared(
+        &self,
+        shared: &SharedStore,
+        model: Arc<SamModel>,
+        id: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(Arc<ImageRecord>, bool), EngineError> {
+        let waited = Instant::now();
+        loop {
+            if let Some(record) = self.shared_record(shared, id).await {
+                self.metrics.encoder_queue_depth.dec();
+                return Ok((record, false));
+            }
+            match shared.lock_encoding(id, &self.replica).await {
+                Some(true) => break,
+                // Redis cannot say: encode here rather than wait on it.
+                None => return self.encode(model, id.to_string(), bytes).await.map(|record| (record, true)),
+                Some(false) => {
+                    tracing::debug!(
+                        image_id = id,
+                        seconds = waited.elapsed().as_secs_f64(),
+                        "another replica is encoding"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        let encode = self.encode(model, id.to_string(), bytes);
+        tokio::pin!(encode);
+        let mut refresh = tokio::time::interval(shared::LOCK_REFRESH);
+        refresh.tick().await;
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut encode => break outcome,
+                _ = refresh.tick() => shared.refresh_encoding_lock(id, &self.replica).await,
+            }
+        };
+        if let Ok(record) = &outcome {
+            shared.put_embedding(id, &record_file(record)).await;
+        }
+        shared.unlock_encoding(id, &self.replica).await;
+        outcome.map(|record| (record, true))
+    }
+
+    /// An image another replica encoded, from the shared store.
+    async fn shared_record(&self, shared: &SharedStore, id: &str) -> Option<Arc<ImageRecord>> {
+        let file = shared.embedding(id).await?;
+        match record_from_file(id, &file) {
+            Ok(record) => Some(Arc::new(record)),
+            Err(error) => {
+                tracing::warn!(image_id = id, %error, "an unreadable shared embedding: ignored");
+                None
+            }
+        }
+    }
+
+    /// The record of an image: this replica's cache, else the shared store (then cached here too).
+    async fn find_record(&self, image_id: &str) -> Result<Arc<ImageRecord>, EngineError> {
+        if let Some(record) = lock(&self.embeddings).get(&image_id.to_string(), &self.metrics.embedding_cache) {
+            return Ok(record);
+        }
+        let not_found = || EngineError::ImageNotFound(image_id.to_string());
+        let shared = self.shared.as_deref().ok_or_else(not_found)?;
+        let record = self.shared_record(shared, image_id).await.ok_or_else(not_found)?;
+        let size = record.embedding.size_in_bytes();
+        lock(&self.embeddings).insert(image_id.to_string(), Arc::clone(&record), size, &self.metrics.embedding_cache);
+        Ok(record)
+    }
+
+    /// Runs the encoder on this replica.
+    async fn encode(&self, model: Arc<SamModel>, id: String, bytes: Vec<u8>) -> Result<Arc<ImageRecord>, EngineError> {
         let slot = Arc::clone(&self.encoder_slots).acquire_owned().await.expect("the semaphore is never closed");
         self.metrics.encoder_queue_depth.dec();
         self.metrics.encoder_in_flight.inc();
-        let (limits, metrics, record_id) = (self.config.image_limits, Arc::clone(&self.metrics), id.clone());
+        let (limits, metrics, record_id) = (self.config.image_limits, Arc::clone(&self.metrics), id);
         let half = self.config.embeddings_f16;
         let outcome = tokio::task::spawn_blocking(move || -> Result<ImageRecord, EngineError> {
             let started = Instant::now();
@@ -250,24 +359,26 @@ impl Engine {
         .unwrap_or_else(|panic| Err(EngineError::Inference(format!("the encoder thread failed: {panic}"))));
         self.metrics.encoder_in_flight.dec();
         drop(slot);
-        self.pending.fetch_sub(1, Ordering::SeqCst);
-        let outcome = outcome.map(Arc::new);
-        if let Ok(record) = &outcome {
-            let size = record.embedding.size_in_bytes();
-            lock(&self.embeddings).insert(id.clone(), Arc::clone(record), size, &self.metrics.embedding_cache);
+        outcome.map(Arc::new)
+    }
+
+    /// The record of an image (this replica's cache, without touching its recency, or the shared store).
+    pub async fn image(&self, image_id: &str) -> Option<Arc<ImageRecord>> {
+        let local = lock(&self.embeddings).peek(&image_id.to_string());
+        match local {
+            Some(record) => Some(record),
+            None => self.find_record(image_id).await.ok(),
         }
-        lock(&self.encoding).remove(&id);
-        outcome
     }
 
-    /// The cached record of an image, without touching its recency.
-    pub fn image(&self, image_id: &str) -> Option<Arc<ImageRecord>> {
-        lock(&self.embeddings).peek(&image_id.to_string())
-    }
-
-    /// Frees an image's embedding; false if it was not there.
-    pub fn remove_image(&self, image_id: &str) -> bool {
-        lock(&self.embeddings).remove(&image_id.to_string(), &self.metrics.embedding_cache)
+    /// Frees an image's embedding, here and in the shared store; false if it was in neither.
+    pub async fn remove_image(&self, image_id: &str) -> bool {
+        let local = lock(&self.embeddings).remove(&image_id.to_string(), &self.metrics.embedding_cache);
+        let shared = match &self.shared {
+            Some(shared) => shared.remove_embedding(image_id).await,
+            None => false,
+        };
+        local || shared
     }
 
     /// Decodes prompts against a cached image; each mask gets a `logits_id` for later refinement, and each result
@@ -278,9 +389,7 @@ impl Engine {
         requests: Vec<PromptRequest>,
         options: SegmentOptions,
     ) -> Result<Segmentation, EngineError> {
-        let record = lock(&self.embeddings)
-            .get(&image_id.to_string(), &self.metrics.embedding_cache)
-            .ok_or_else(|| EngineError::ImageNotFound(image_id.to_string()))?;
+        let record = self.find_record(image_id).await?;
         self.segment_record(record, requests, options).await
     }
 
@@ -294,8 +403,7 @@ impl Engine {
         let mut prompts = Vec::with_capacity(requests.len());
         for PromptRequest { mut prompt, mask_input } in requests {
             if let Some(logits_id) = mask_input {
-                let logits = lock(&self.logits).get(&logits_id, &self.metrics.logits_cache);
-                prompt.mask_input = Some(logits.ok_or(EngineError::LogitsNotFound(logits_id))?);
+                prompt.mask_input = Some(self.find_logits(&logits_id).await?);
             }
             prompts.push(prompt);
         }
@@ -312,25 +420,47 @@ impl Engine {
         })
         .await
         .unwrap_or_else(|panic| Err(EngineError::Inference(format!("the decoder thread failed: {panic}"))))?;
-        let mut logits = lock(&self.logits);
-        for result in &mut results {
-            for mask in &mut result.masks {
-                let logits_id = uuid::Uuid::new_v4().simple().to_string();
-                let size = mask.low_res.len() * std::mem::size_of::<f32>();
-                logits.insert(logits_id.clone(), Arc::clone(&mask.low_res), size, &self.metrics.logits_cache);
-                mask.logits_id = Some(logits_id);
+        let mut shared_logits = Vec::new();
+        {
+            let mut logits = lock(&self.logits);
+            for result in &mut results {
+                for mask in &mut result.masks {
+                    let logits_id = uuid::Uuid::new_v4().simple().to_string();
+                    let size = mask.low_res.len() * std::mem::size_of::<f32>();
+                    logits.insert(logits_id.clone(), Arc::clone(&mask.low_res), size, &self.metrics.logits_cache);
+                    if self.shared.is_some() {
+                        shared_logits.push((logits_id.clone(), logits_file(&mask.low_res)));
+                    }
+                    mask.logits_id = Some(logits_id);
+                }
+                result.logits_id = result.masks.first().and_then(|best| best.logits_id.clone());
             }
-            result.logits_id = result.masks.first().and_then(|best| best.logits_id.clone());
+        }
+        if let Some(shared) = &self.shared {
+            // Before answering: a refinement may reach another replica as soon as the answer is out.
+            shared.put_logits(&shared_logits).await;
         }
         Ok(Segmentation { record, results, decode_ms })
+    }
+
+    /// Logits named by a `logits_id`: this replica's cache, else the shared store.
+    async fn find_logits(&self, logits_id: &str) -> Result<Arc<Array2<f32>>, EngineError> {
+        if let Some(logits) = lock(&self.logits).get(&logits_id.to_string(), &self.metrics.logits_cache) {
+            return Ok(logits);
+        }
+        let not_found = || EngineError::LogitsNotFound(logits_id.to_string());
+        let shared = self.shared.as_deref().ok_or_else(not_found)?;
+        let bytes = shared.logits(logits_id).await.ok_or_else(not_found)?;
+        let logits = Arc::new(logits_from_file(&bytes).ok_or_else(not_found)?);
+        let size = logits.len() * std::mem::size_of::<f32>();
+        lock(&self.logits).insert(logits_id.to_string(), Arc::clone(&logits), size, &self.metrics.logits_cache);
+        Ok(logits)
     }
 
     /// Automatic mask generation on a cached image (one crop layer: crops need the pixels, see [`amg::generate`]).
     pub async fn everything(&self, image_id: &str, params: AmgParams) -> Result<Everything, EngineError> {
         params.validate()?;
-        let record = lock(&self.embeddings)
-            .get(&image_id.to_string(), &self.metrics.embedding_cache)
-            .ok_or_else(|| EngineError::ImageNotFound(image_id.to_string()))?;
+        let record = self.find_record(image_id).await?;
         let model = self.model(Some(&record.model))?;
         let _slot = self.decoder_slots.acquire().await.expect("the semaphore is never closed");
         let job_record = Arc::clone(&record);
@@ -343,4 +473,45 @@ impl Engine {
         .unwrap_or_else(|panic| Err(EngineError::Inference(format!("the generator thread failed: {panic}"))))?;
         Ok(Everything { record, masks, elapsed_ms })
     }
+}
+
+/// An image record as the shared store keeps it: the embedding's safetensors file with the record in its metadata.
+fn record_file(record: &ImageRecord) -> Vec<u8> {
+    let metadata = HashMap::from([
+        ("model".to_string(), record.model.clone()),
+        ("encode_ms".to_string(), record.encode_ms.to_string()),
+    ]);
+    record.embedding.to_safetensors(metadata)
+}
+
+fn record_from_file(image_id: &str, file: &[u8]) -> Result<ImageRecord, String> {
+    let (embedding, metadata) = Embedding::from_safetensors(file).map_err(|e| e.to_string())?;
+    let model = metadata.get("model").cloned().ok_or("no model in the metadata")?;
+    let encode_ms = metadata.get("encode_ms").and_then(|ms| ms.parse().ok()).unwrap_or(0.0);
+    Ok(ImageRecord {
+        image_id: image_id.to_string(),
+        model,
+        width: embedding.original.width,
+        height: embedding.original.height,
+        embedding,
+        encode_ms,
+    })
+}
+
+/// Low-res logits as the shared store keeps them: height and width (u32 LE), then the f32 values (LE).
+fn logits_file(logits: &Array2<f32>) -> Vec<u8> {
+    let (height, width) = logits.dim();
+    let mut bytes = Vec::with_capacity(8 + logits.len() * 4);
+    bytes.extend_from_slice(&(height as u32).to_le_bytes());
+    bytes.extend_from_slice(&(width as u32).to_le_bytes());
+    bytes.extend(logits.iter().flat_map(|value| value.to_le_bytes()));
+    bytes
+}
+
+fn logits_from_file(bytes: &[u8]) -> Option<Array2<f32>> {
+    let dimension = |at: usize| Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?) as usize);
+    let (height, width) = (dimension(0)?, dimension(4)?);
+    let values: Vec<f32> =
+        bytes.get(8..)?.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect();
+    Array2::from_shape_vec((height, width), values).ok()
 }

@@ -83,7 +83,7 @@ pub async fn upload(
 )]
 #[get("/v1/images/{image_id}")]
 pub async fn metadata(state: Data<AppState>, image_id: Path<String>) -> Result<HttpResponse, ApiError> {
-    let record = state.engine()?.image(&image_id).ok_or_else(|| image_not_found(&image_id))?;
+    let record = state.engine()?.image(&image_id).await.ok_or_else(|| image_not_found(&image_id))?;
     Ok(HttpResponse::Ok().json(ImageInfo::new(&record, true)))
 }
 
@@ -94,7 +94,7 @@ pub async fn metadata(state: Data<AppState>, image_id: Path<String>) -> Result<H
 )]
 #[delete("/v1/images/{image_id}")]
 pub async fn remove(state: Data<AppState>, image_id: Path<String>) -> Result<HttpResponse, ApiError> {
-    if state.engine()?.remove_image(&image_id) {
+    if state.engine()?.remove_image(&image_id).await {
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(image_not_found(&image_id))

@@ -25,6 +25,7 @@ use utoipa::OpenApi;
 
 pub use error::ApiError;
 
+use crate::engine::shared::SharedStore;
 use crate::engine::{Engine, EngineConfig};
 use crate::hub::{self, Hub, ModelSpec};
 use crate::image_input::ImageLimits;
@@ -104,6 +105,13 @@ pub struct ServeOptions {
     /// Most images in one job.
     #[arg(long, env = "SAMSERVE_MAX_JOB_IMAGES", default_value_t = 10_000)]
     pub max_job_images: usize,
+    /// Redis shared by replicas of this service (`redis://[:PASSWORD@]HOST:PORT[/DB]`): image embeddings, encoder
+    /// locks and refinement logits are shared, so any replica answers any request (docs/scaling.md).
+    #[arg(long, env = "SAMSERVE_REDIS_URL")]
+    pub redis: Option<String>,
+    /// Seconds that shared embeddings and logits live in Redis (Redis' own eviction may drop them sooner).
+    #[arg(long = "redis-ttl-s", env = "SAMSERVE_REDIS_TTL_S", default_value_t = 86_400)]
+    pub redis_ttl_s: u64,
     /// Seconds that in-flight requests get to finish after SIGTERM (Ctrl-C stops at once).
     #[arg(long, env = "SAMSERVE_SHUTDOWN_TIMEOUT_S", default_value_t = 30)]
     pub shutdown_timeout_s: u64,
@@ -242,6 +250,15 @@ fn load_engine(
     Ok(Engine::new(models, default_model, config, metrics))
 }
 
+/// Asks Redis every 2 seconds, so that `/readyz` tells an outage (and its end) even while no request does.
+async fn watch_redis(store: Arc<SharedStore>) {
+    let mut every = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        every.tick().await;
+        store.ping().await;
+    }
+}
+
 /// Counts, times and logs every request by its route pattern (not its raw path, to keep label sets small).
 async fn observe(
     request: ServiceRequest,
@@ -303,6 +320,17 @@ pub async fn serve(runtime: Runtime, options: ServeOptions) -> anyhow::Result<()
     // A mistyped model name fails here, before anything listens.
     let specs = model_specs(&options)?;
     let metrics = Arc::new(Metrics::new());
+    // Redis unreachable at start is a configuration error: stop with one line rather than run unshared.
+    let shared = match &options.redis {
+        Some(url) => {
+            let ttl = Duration::from_secs(options.redis_ttl_s.max(1));
+            let store = SharedStore::connect(url, ttl, Arc::clone(&metrics)).await.map_err(anyhow::Error::msg)?;
+            let store = Arc::new(store);
+            actix_web::rt::spawn(watch_redis(Arc::clone(&store)));
+            Some(store)
+        }
+        None => None,
+    };
     let jobs = Jobs::open(JobsConfig {
         data_dir: options.data_dir.clone(),
         workers: options.job_workers,
@@ -346,6 +374,12 @@ pub async fn serve(runtime: Runtime, options: ServeOptions) -> anyhow::Result<()
     let loader_failure = Arc::clone(&failure);
     actix_web::rt::spawn(async move {
         let loaded = tokio::task::spawn_blocking(move || load_engine(&runtime, &options, specs, metrics)).await;
+        let loaded = loaded.map(|engine| {
+            engine.map(|engine| match shared {
+                Some(store) => engine.with_shared_store(store),
+                None => engine,
+            })
+        });
         match loaded.map_err(anyhow::Error::from).and_then(|engine| engine) {
             Ok(engine) => {
                 jobs.start(engine.model_map());

@@ -12,22 +12,31 @@ use crate::model::BUILTIN_MODEL;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Status {
+    /// `ok` (liveness), `ready`, or `degraded`: serving, but the replicas' Redis is unreachable (each replica goes
+    /// on from its own caches).
     pub status: &'static str,
+    /// With `--redis`, while Redis is unreachable: the last error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<String>,
 }
 
 /// Liveness: the process answers.
 #[utoipa::path(responses((status = 200, body = Status)))]
 #[get("/healthz")]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(Status { status: "ok" })
+    HttpResponse::Ok().json(Status { status: "ok", redis: None })
 }
 
 /// Readiness: the models are loaded (503 before).
 #[utoipa::path(responses((status = 200, body = Status), (status = 503, description = "loading", body = ErrorBody)))]
 #[get("/readyz")]
 pub async fn readyz(state: Data<AppState>) -> Result<HttpResponse, ApiError> {
-    state.engine()?;
-    Ok(HttpResponse::Ok().json(Status { status: "ready" }))
+    let engine = state.engine()?;
+    // Still ready when Redis is down: clicks and uploads go on from this replica's caches.
+    Ok(HttpResponse::Ok().json(match engine.shared_store().and_then(|store| store.outage()) {
+        Some(error) => Status { status: "degraded", redis: Some(format!("unreachable: {error}")) },
+        None => Status { status: "ready", redis: None },
+    }))
 }
 
 /// Prometheus metrics (text exposition format).

@@ -3,6 +3,8 @@
 //! SAM encoders are published taking the image in one of two ways (see [`InputLayout`]); both get the same pixels
 //! after the official ResizeLongestSide, so both give the official embedding.
 
+mod safetensors_file;
+
 use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;

@@ -9,8 +9,8 @@ use serde_json::Value;
 
 pub struct Server {
     pub child: Child,
-    pub base: String,
-    agent: ureq::Agent,
+    /// Requests to this server (`server.get(...)` and the like, through `Deref`).
+    pub client: Client,
     /// Everything the server wrote to stderr so far (drained by a thread, so the server never blocks on it).
     stderr: Arc<Mutex<String>>,
 }
@@ -82,18 +82,43 @@ impl Server {
         });
         let base = line.trim().rsplit(' ').next().expect("an address").to_string();
         assert!(base.starts_with("http://"), "unexpected first line {line:?}");
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(120)))
-            .build()
-            .into();
-        let server = Self { child, base, agent, stderr };
+        let server = Self { child, client: Client::new(&base), stderr };
         let deadline = Instant::now() + Duration::from_secs(60);
         while server.get("/readyz").status != 200 {
             assert!(Instant::now() < deadline, "the server did not become ready");
             std::thread::sleep(Duration::from_millis(20));
         }
         server
+    }
+
+    /// What the server has written to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits for the exit after a signal; returns whether it exited successfully, and its stderr.
+    pub fn terminate_after_signal(mut self) -> (bool, String) {
+        let exit = self.child.wait().expect("the server exits");
+        std::thread::sleep(Duration::from_millis(100)); // the last of stderr
+        let stderr = self.stderr.lock().unwrap().clone();
+        (exit.success(), stderr)
+    }
+}
+
+/// An HTTP client of one base address (a server, or a proxy in front of several).
+pub struct Client {
+    pub base: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    pub fn new(base: &str) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(120)))
+            .build()
+            .into();
+        Self { base: base.trim_end_matches('/').to_string(), agent }
     }
 
     fn reply(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
@@ -154,18 +179,13 @@ impl Server {
             .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
             .map_or(0.0, |value| value.trim().parse().expect("a number"))
     }
+}
 
-    /// Waits for the exit after a signal; returns whether it exited successfully, and its stderr.
-    /// What the server has written to stderr so far.
-    pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
+impl std::ops::Deref for Server {
+    type Target = Client;
 
-    pub fn terminate_after_signal(mut self) -> (bool, String) {
-        let exit = self.child.wait().expect("the server exits");
-        std::thread::sleep(Duration::from_millis(100)); // the last of stderr
-        let stderr = self.stderr.lock().unwrap().clone();
-        (exit.success(), stderr)
+    fn deref(&self) -> &Client {
+        &self.client
     }
 }
 
