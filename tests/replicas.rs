@@ -80,6 +80,9 @@ struct Nginx {
 impl Nginx {
     fn start(backends: &[&Server]) -> Self {
         let dir = common::temp_dir("nginx");
+        // nginx's workers drop root: they must be able to write the request-body temp folders it makes in here.
+        let readable = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755);
+        std::fs::set_permissions(&dir, readable).unwrap();
         let port = free_port();
         let servers: String = backends
             .iter()
@@ -191,6 +194,14 @@ fn three_replicas_behind_nginx_answer_as_one_service() {
         assert_eq!(server.get(&format!("/v1/images/{image_id}")).status, 200);
     }
     assert_eq!(nginx.client.delete(&format!("/v1/images/{image_id}")).status, 204);
+    // Every replica drops its copy (announced through Redis); a newcomer finds none either.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for server in &replicas {
+        while server.get(&format!("/v1/images/{image_id}")).status != 404 {
+            assert!(Instant::now() < deadline, "a replica still answers for a removed image");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     let newcomer = replica(&redis);
     assert_eq!(newcomer.get(&format!("/v1/images/{image_id}")).status, 404, "deleted from the shared store");
 }
@@ -262,4 +273,27 @@ fn redis_unreachable_at_start_is_one_line_and_exit() {
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors.len(), 1, "{stderr}");
     assert!(errors[0].contains("cannot reach Redis at redis://127.0.0.1"), "{stderr}");
+}
+
+#[test]
+fn a_replica_takes_over_the_encode_of_one_that_died_holding_the_lock() {
+    use sha2::Digest;
+    let redis = Redis::start();
+    let server = replica(&redis);
+    let image = landscape();
+    // The image's id, as the API derives it (model name, a zero byte, the bytes).
+    let digest = sha2::Sha256::new().chain_update(b"tiny").chain_update([0]).chain_update(&image).finalize();
+    let image_id: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    // A replica that took the image's lock and died: the lock stays until it expires unrefreshed.
+    let mut connection = redis::Client::open(redis.url()).unwrap().get_connection().unwrap();
+    let lock = format!("samserve:encoding:{image_id}");
+    redis::cmd("SET").arg(&lock).arg("a-dead-replica").arg("PX").arg(1500).query::<()>(&mut connection).unwrap();
+    let started = Instant::now();
+    let upload = server.upload(&image);
+    assert_eq!(upload["image_id"], image_id.as_str());
+    assert!(started.elapsed() >= Duration::from_millis(1000), "it waited for the lock rather than ignore it");
+    assert_eq!(upload["cached"], false, "then encoded the image itself");
+    assert_eq!(encoder_runs(&server), 1.0);
+    let left: Option<String> = redis::cmd("GET").arg(&lock).query(&mut connection).unwrap();
+    assert_eq!(left, None, "and released its own lock");
 }

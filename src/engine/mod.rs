@@ -371,7 +371,13 @@ impl Engine {
         }
     }
 
-    /// Frees an image's embedding, here and in the shared store; false if it was in neither.
+    /// Drops this replica's copy of an image another replica removed.
+    pub fn forget_image(&self, image_id: &str) {
+        lock(&self.embeddings).remove(&image_id.to_string(), &self.metrics.embedding_cache);
+    }
+
+    /// Frees an image's embedding, here, in the shared store and (announced through it) on the other replicas;
+    /// false if it was in neither.
     pub async fn remove_image(&self, image_id: &str) -> bool {
         let local = lock(&self.embeddings).remove(&image_id.to_string(), &self.metrics.embedding_cache);
         let shared = match &self.shared {

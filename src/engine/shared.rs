@@ -27,6 +27,7 @@ const REFRESH_SCRIPT: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0";
 
 pub struct SharedStore {
+    client: Client,
     connection: ConnectionManager,
     /// Time to live of shared embeddings and logits (Redis' own eviction policy may drop them sooner).
     ttl: Duration,
@@ -42,6 +43,9 @@ fn embedding_key(image_id: &str) -> String {
 fn lock_key(image_id: &str) -> String {
     format!("samserve:encoding:{image_id}")
 }
+
+/// Where a replica announces the images it removed, so that the others drop their local copies.
+const REMOVED_CHANNEL: &str = "samserve:removed";
 
 fn logits_key(logits_id: &str) -> String {
     format!("samserve:logits:{logits_id}")
@@ -62,7 +66,7 @@ impl SharedStore {
             .map_err(|e| format!("cannot reach Redis at {shown}: {e}"))?;
         let _: String =
             redis::cmd("PING").query_async(&mut connection).await.map_err(|e| format!("Redis at {shown}: {e}"))?;
-        Ok(Self { connection, ttl, down: Mutex::new(None), metrics })
+        Ok(Self { client, connection, ttl, down: Mutex::new(None), metrics })
     }
 
     /// `None` while Redis answers, else the last failure.
@@ -122,8 +126,30 @@ impl SharedStore {
         let _: Option<()> = self.run("put_embedding", &command).await;
     }
 
+    /// Removes the shared embedding and tells every replica to drop its copy; whether Redis had one.
     pub async fn remove_embedding(&self, image_id: &str) -> bool {
-        self.run::<u64>("remove_embedding", redis::cmd("DEL").arg(embedding_key(image_id))).await.unwrap_or(0) > 0
+        let removed = self.run::<u64>("remove_embedding", redis::cmd("DEL").arg(embedding_key(image_id))).await;
+        let _: Option<u64> =
+            self.run("publish_removal", redis::cmd("PUBLISH").arg(REMOVED_CHANNEL).arg(image_id)).await;
+        removed.unwrap_or(0) > 0
+    }
+
+    /// Calls `removed` with every image id another replica removes, for the life of the process (resubscribing
+    /// after an outage; removals announced during one are missed, and those copies age out of the LRU).
+    pub async fn follow_removals(&self, removed: impl Fn(&str)) {
+        loop {
+            if let Ok(mut pubsub) = self.client.get_async_pubsub().await
+                && pubsub.subscribe(REMOVED_CHANNEL).await.is_ok()
+            {
+                let mut messages = pubsub.on_message();
+                while let Some(message) = futures_util::StreamExt::next(&mut messages).await {
+                    if let Ok(image_id) = message.get_payload::<String>() {
+                        removed(&image_id);
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 
     /// Takes the encoder lock of an image for `owner`: `Some(true)` when taken, `Some(false)` when another replica

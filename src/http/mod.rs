@@ -383,7 +383,15 @@ pub async fn serve(runtime: Runtime, options: ServeOptions) -> anyhow::Result<()
         match loaded.map_err(anyhow::Error::from).and_then(|engine| engine) {
             Ok(engine) => {
                 jobs.start(engine.model_map());
-                let _ = state.engine.set(Arc::new(engine));
+                let engine = Arc::new(engine);
+                if engine.shared_store().is_some() {
+                    let follower = Arc::clone(&engine);
+                    actix_web::rt::spawn(async move {
+                        let store = follower.shared_store().expect("checked above");
+                        store.follow_removals(|image_id| follower.forget_image(image_id)).await;
+                    });
+                }
+                let _ = state.engine.set(engine);
                 let _ = state.jobs.set(jobs);
                 tracing::info!("ready");
             }

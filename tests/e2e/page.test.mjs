@@ -3,7 +3,8 @@
 import { after, before, beforeEach, afterEach, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -27,11 +28,11 @@ let page;
 
 /** Starts `samserve serve` on a free port with these fixture model folders (or the built-in `samserve-s`) and a
  * fresh data folder; resolves once ready. */
-async function startServer(models) {
+async function startServer(models, extra = []) {
   const dataDir = mkdtempSync(join(tmpdir(), 'samserve-e2e-'));
   const specs = models.map((m) => (m === 'samserve-s' ? m : join(root, 'tests', 'fixtures', 'models', m)));
   const child = spawn(binary, ['--device', 'cpu', 'serve', '--port', '0', '--data-dir', dataDir, '--model',
-    specs.join(',')], {
+    specs.join(','), ...extra], {
     stdio: ['ignore', 'pipe', 'inherit'],
     env: { ...process.env, RUST_LOG: 'warn' },
   });
@@ -479,4 +480,81 @@ test('with one model there is no picker', async () => {
   await page.waitForFunction(() => document.querySelectorAll('#model-select option').length === 1);
   assert.equal(await page.locator('#model-picker').isVisible(), false);
   assert.equal(await page.locator('#notice').isVisible(), false, 'the tiny fixture is not the demo model');
+});
+
+/** A port nobody listens on (yet). */
+function freePort() {
+  return new Promise((done) => {
+    const probe = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = probe.address();
+      probe.close(() => done(port));
+    });
+  });
+}
+
+/** Resolves once something accepts connections on the port. */
+async function listening(port) {
+  for (let i = 0; i < 200; i += 1) {
+    const open = await new Promise((done) => {
+      const socket = connect(port, '127.0.0.1', () => { socket.end(); done(true); });
+      socket.on('error', () => done(false));
+    });
+    if (open) return;
+    await new Promise((done) => setTimeout(done, 50));
+  }
+  throw new Error(`nothing listens on ${port}`);
+}
+
+/** A counter of a server's /metrics (0 when absent). */
+async function counter(address, series) {
+  const text = await (await fetch(`${address}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line ? Number(line.split(' ')[1]) : 0;
+}
+
+test('the page works through nginx in front of replicas sharing Redis', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'samserve-e2e-replicas-'));
+  // nginx's workers drop root: they must be able to write the request-body temp folders it makes in here.
+  chmodSync(dir, 0o755);
+  const redisPort = await freePort();
+  const redis = spawn('/usr/bin/redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '',
+    '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
+  const replicas = [];
+  let nginx;
+  try {
+    await listening(redisPort);
+    for (let i = 0; i < 2; i += 1) {
+      replicas.push(await startServer(['tiny'], ['--redis', `redis://127.0.0.1:${redisPort}`]));
+    }
+    const port = await freePort();
+    const upstream = replicas.map((r) => `server ${new URL(r.address).host};`).join(' ');
+    const temp = (name) => `${name}_temp_path ${join(dir, name)};`;
+    writeFileSync(join(dir, 'nginx.conf'), `daemon off; worker_processes 1; pid ${join(dir, 'nginx.pid')};
+      error_log ${join(dir, 'error.log')} warn; events { worker_connections 64; }
+      http { access_log off; ${['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map(temp).join(' ')}
+        client_max_body_size 64m; upstream samserve { ${upstream} }
+        server { listen 127.0.0.1:${port}; location / { proxy_pass http://samserve; } } }`);
+    nginx = spawn('/usr/sbin/nginx', ['-p', dir, '-c', join(dir, 'nginx.conf')], { stdio: 'ignore' });
+    await listening(port);
+    await page.goto(`http://127.0.0.1:${port}`);
+    await page.uncheck('#hover-toggle');
+    await page.setInputFiles('#file-input', landscape);
+    await page.waitForFunction(() => /encoded/.test(document.getElementById('upload-text').textContent));
+    // Clicks on one object: each after the first refines the last answer, on whichever replica nginx picks.
+    for (const [px, py] of [[475, 365], [300, 200], [500, 340], [420, 300]]) {
+      const [x, y] = await screen(px, py);
+      const { answer } = await segmentCall(() => page.mouse.click(x, y));
+      assert.ok(answer.results[0].masks.length > 0);
+    }
+    assert.equal(await page.locator('#status').isVisible(), false, 'no error shown');
+    assert.ok(await painted('mask-canvas') > 0, 'the mask is drawn');
+    const runs = await Promise.all(replicas.map((r) => counter(r.address, 'samserve_encoder_runs_total{model="tiny"}')));
+    assert.equal(runs.reduce((a, b) => a + b, 0), 1, 'one encoder run over the replicas');
+    const clicks = await Promise.all(replicas.map((r) => counter(r.address, 'samserve_decoder_runs_total{model="tiny"}')));
+    assert.ok(clicks.every((count) => count > 0), `every replica answered clicks: ${clicks}`);
+  } finally {
+    nginx?.kill();
+    for (const replica of replicas) replica.child.kill();
+    redis.kill();
+  }
 });
