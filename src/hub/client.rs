@@ -115,9 +115,7 @@ impl Hub {
     pub fn listing(&self, repo: &str, revision: &str) -> Result<Vec<String>, HubError> {
         if self.offline {
             let snapshot = self.cached_snapshot(repo, revision).ok_or_else(|| self.offline_error(repo, revision))?;
-            let mut files = Vec::new();
-            list_files(&snapshot, &snapshot, &mut files).map_err(|error| HubError::Io { path: snapshot, error })?;
-            return Ok(files);
+            return files_under(&snapshot).map_err(|error| HubError::Io { path: snapshot, error });
         }
         let info =
             self.api()?.repo(model_repo(repo, revision)).info().map_err(|e| self.explain(repo, revision, None, e))?;
@@ -226,18 +224,23 @@ fn write_ref(repo_folder: &Path, revision: &str, commit: &str) -> Result<(), Hub
     std::fs::write(&path, commit).map_err(io)
 }
 
-/// Every file under `folder`, as paths relative to `root` with `/` separators.
-fn list_files(root: &Path, folder: &Path, files: &mut Vec<String>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(folder)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            list_files(root, &path, files)?;
-        } else if let Ok(relative) = path.strip_prefix(root) {
-            files.push(relative.to_string_lossy().replace('\\', "/"));
+/// Every file under `folder` (recursively), as sorted paths relative to it with `/` separators.
+pub(super) fn files_under(folder: &Path) -> std::io::Result<Vec<String>> {
+    fn walk(root: &Path, folder: &Path, files: &mut Vec<String>) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(folder)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                walk(root, &path, files)?;
+            } else if let Ok(relative) = path.strip_prefix(root) {
+                files.push(relative.to_string_lossy().replace('\\', "/"));
+            }
         }
+        Ok(())
     }
+    let mut files = Vec::new();
+    walk(folder, folder, &mut files)?;
     files.sort();
-    Ok(())
+    Ok(files)
 }
 
 /// Checks a downloaded file against its blob's name, the hub's ETag: the SHA-256 of an LFS file (64 hex digits) or

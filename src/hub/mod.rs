@@ -131,6 +131,12 @@ pub enum LocalModel {
 }
 
 impl LocalModel {
+    /// Fetched graphs, which sit in one folder (a snapshot, or an unpacked archive).
+    fn fetched(name: String, graphs: Vec<PathBuf>) -> Self {
+        let folder = graphs.first().and_then(|g| g.parent()).map(Path::to_path_buf).unwrap_or_default();
+        Self::Files { name, folder, graphs }
+    }
+
     pub fn load(&self, runtime: &Runtime, sessions: SessionCounts) -> Result<SamModel> {
         match self {
             Self::Builtin => SamModel::builtin(runtime, sessions).context("loading the built-in model"),
@@ -165,19 +171,11 @@ pub fn materialize(spec: &ModelSpec, hub: &Hub, refresh: bool) -> Result<LocalMo
             for path in entry.downloads() {
                 fetched.push(get(&entry.repo, &entry.revision, path)?);
             }
-            let (folder, graphs) = match &entry.archive {
-                Some(_) => {
-                    let folder = archive::unpacked(&fetched[0], &unpacked_root(hub))?;
-                    let graphs = onnx_files_under(&folder)?;
-                    (folder, graphs)
-                }
-                None => {
-                    let graphs: Vec<PathBuf> = fetched.into_iter().filter(|f| is_onnx(&f.to_string_lossy())).collect();
-                    let folder = graphs.first().and_then(|g| g.parent()).map(Path::to_path_buf).unwrap_or_default();
-                    (folder, graphs)
-                }
+            let graphs = match &entry.archive {
+                Some(_) => onnx_files_under(&archive::unpacked(&fetched[0], &unpacked_root(hub))?)?,
+                None => fetched.into_iter().filter(|f| is_onnx(&f.to_string_lossy())).collect(),
             };
-            Ok(LocalModel::Files { name: entry.name.clone(), folder, graphs })
+            Ok(LocalModel::fetched(entry.name.clone(), graphs))
         }
         ModelSpec::Hub(repo) => {
             let listing = hub.listing(&repo.repo, &repo.revision)?;
@@ -190,8 +188,7 @@ pub fn materialize(spec: &ModelSpec, hub: &Hub, refresh: bool) -> Result<LocalMo
                     graphs.push(file);
                 }
             }
-            let folder = graphs.first().and_then(|g| g.parent()).map(Path::to_path_buf).unwrap_or_default();
-            Ok(LocalModel::Files { name: repo.served_name(), folder, graphs })
+            Ok(LocalModel::fetched(repo.served_name(), graphs))
         }
     }
 }
@@ -276,19 +273,8 @@ pub fn choose_files(listing: &[String], subfolder: Option<&str>) -> Result<Vec<S
 
 /// The `.onnx` files in an unpacked archive (it may wrap them in a folder of its own).
 fn onnx_files_under(folder: &Path) -> Result<Vec<PathBuf>> {
-    let mut found = Vec::new();
-    let mut pending = vec![folder.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
-            let path = entry?.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if is_onnx(&path.to_string_lossy()) {
-                found.push(path);
-            }
-        }
-    }
-    found.sort();
+    let files = client::files_under(folder).with_context(|| format!("reading {}", folder.display()))?;
+    let found: Vec<PathBuf> = files.iter().filter(|f| is_onnx(f)).map(|f| folder.join(f)).collect();
     let parents: std::collections::BTreeSet<_> = found.iter().filter_map(|f| f.parent()).collect();
     if parents.len() > 1 {
         bail!("{}: the archive's ONNX files are in several folders", folder.display());
