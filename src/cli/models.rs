@@ -133,19 +133,22 @@ fn remove(hub: &Hub, text: &str) -> Result<()> {
 }
 
 fn remove_entry(hub: &Hub, entry: &CatalogueEntry) -> Result<u64> {
-    let repo_folder = hub.repo_folder(&entry.repo);
-    let mut freed = 0;
+    let mut unlinked = Vec::new();
     for path in entry.downloads() {
         let Some(link) = hub.cached(&entry.repo, &entry.revision, path) else { continue };
-        let blob = link.canonicalize().ok();
+        unlinked.extend(link.canonicalize().ok());
         std::fs::remove_file(&link).with_context(|| format!("removing {}", link.display()))?;
-        let Some(blob) = blob else { continue };
-        if !linked_blobs(&repo_folder.join("snapshots")).contains(&blob) {
-            freed += blob.metadata().map_or(0, |m| m.len());
-            std::fs::remove_file(&blob).with_context(|| format!("removing {}", blob.display()))?;
-            hub::remove_unpacked(hub, &blob)
-                .with_context(|| format!("removing what {} was unpacked into", blob.display()))?;
-        }
+    }
+    // Looked up once, after every link of the entry is gone: what still links a blob is another model's.
+    let still_linked = linked_blobs(&hub.repo_folder(&entry.repo).join("snapshots"));
+    unlinked.sort();
+    unlinked.dedup();
+    let mut freed = 0;
+    for blob in unlinked.iter().filter(|blob| !still_linked.contains(blob)) {
+        freed += blob.metadata().map_or(0, |m| m.len());
+        std::fs::remove_file(blob).with_context(|| format!("removing {}", blob.display()))?;
+        hub::remove_unpacked(hub, blob)
+            .with_context(|| format!("removing what {} was unpacked into", blob.display()))?;
     }
     Ok(freed)
 }
