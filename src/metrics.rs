@@ -33,6 +33,8 @@ pub struct Metrics {
     pub logits_cache: CacheMetrics,
     /// Redis operations of a replica (`--redis`) by operation and outcome (`ok`, `error`).
     pub redis_operations: IntCounterVec,
+    /// Job images this process finished, by outcome (`succeeded`, `failed`).
+    pub job_images: IntCounterVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -118,6 +120,11 @@ impl Metrics {
                 "samserve_redis_operations_total",
                 "Redis operations (--redis) by operation and outcome",
                 &["operation", "outcome"],
+            ),
+            job_images: counter(
+                "samserve_job_images_total",
+                "batch job images this process finished, by outcome",
+                &["outcome"],
             ),
             registry,
         }

@@ -5,57 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::jobs::{JOBS, everything_spec, image, results, status, submit, wait_until_ended};
 use common::server::Server;
-use serde_json::{Value, json};
-
-const JOBS: &str = "/v1/jobs?model=tiny-lean";
-
-fn image(name: &str) -> Vec<u8> {
-    std::fs::read(common::fixtures().join("images").join(name)).unwrap()
-}
-
-/// Low thresholds so that the briefly trained fixture model yields masks.
-fn everything_spec(points_per_side: u32) -> Value {
-    json!({"mode": "everything", "everything": {
-        "points_per_side": points_per_side, "pred_iou_thresh": 0.2, "stability_score_thresh": 0.0}})
-}
-
-fn submit(server: &Server, files: &[(&str, Vec<u8>)], spec: &Value) -> String {
-    let spec = spec.to_string();
-    let mut fields: Vec<(&str, Option<&str>, &[u8])> =
-        files.iter().map(|(name, bytes)| ("image", Some(*name), bytes.as_slice())).collect();
-    fields.push(("spec", None, spec.as_bytes()));
-    let reply = server.post_form(JOBS, &fields);
-    assert_eq!(reply.status, 202, "{}", String::from_utf8_lossy(&reply.body));
-    let accepted = reply.json();
-    assert_eq!(accepted["status"], "queued");
-    assert_eq!(accepted["total"], files.len());
-    accepted["job_id"].as_str().unwrap().to_string()
-}
-
-fn status(server: &Server, job: &str) -> Value {
-    let reply = server.get(&format!("/v1/jobs/{job}"));
-    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
-    reply.json()
-}
-
-fn wait_until_ended(server: &Server, job: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let current = status(server, job);
-        if ["succeeded", "failed", "cancelled"].contains(&current["status"].as_str().unwrap()) {
-            return current;
-        }
-        assert!(Instant::now() < deadline, "job {job} did not end: {current}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn results(server: &Server, job: &str) -> Value {
-    let reply = server.get(&format!("/v1/jobs/{job}/results"));
-    assert_eq!(reply.status, 200);
-    reply.json()
-}
+use serde_json::json;
 
 #[test]
 fn prompts_job_gives_one_mask_per_prompt_and_records_a_corrupt_image() {

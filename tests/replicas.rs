@@ -5,134 +5,12 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::cluster::{Nginx, Redis, free_port};
 use common::server::{Client, Server};
 use serde_json::json;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn program(name: &str, debian_path: &str) -> PathBuf {
-    let path = PathBuf::from(debian_path);
-    assert!(path.exists(), "{name} is needed: apt-get install {name} (.ci/run installs it)");
-    path
-}
-
-/// A `redis-server` of its own, without persistence, on a free port.
-struct Redis {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Redis {
-    fn start() -> Self {
-        Self::start_on(free_port(), common::temp_dir("redis"))
-    }
-
-    fn start_on(port: u16, dir: PathBuf) -> Self {
-        let child = Command::new(program("redis-server", "/usr/bin/redis-server"))
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        let redis = Self { child, port, dir };
-        let client = redis::Client::open(redis.url()).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while client.get_connection().and_then(|mut c| redis::cmd("PING").query::<String>(&mut c)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not answer");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn stop(mut self) -> (u16, PathBuf) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        (self.port, self.dir.clone())
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// nginx balancing round-robin over `backends`, as a proxy in front of replicas would.
-struct Nginx {
-    child: Child,
-    client: Client,
-}
-
-impl Nginx {
-    fn start(backends: &[&Server]) -> Self {
-        let dir = common::temp_dir("nginx");
-        // nginx's workers drop root: they must be able to write the request-body temp folders it makes in here.
-        let readable = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755);
-        std::fs::set_permissions(&dir, readable).unwrap();
-        let port = free_port();
-        let servers: String = backends
-            .iter()
-            .map(|server| format!("    server {};\n", server.base.trim_start_matches("http://")))
-            .collect();
-        let temp = |name: &str| dir.join(name).display().to_string();
-        let config = format!(
-            "daemon off;\nworker_processes 1;\npid {pid};\nerror_log {log} warn;\nevents {{ worker_connections 256; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {body};\n  proxy_temp_path {proxy};\n  \
-             fastcgi_temp_path {fastcgi};\n  uwsgi_temp_path {uwsgi};\n  scgi_temp_path {scgi};\n  \
-             client_max_body_size 64m;\n  upstream samserve {{\n{servers}  }}\n  server {{\n    \
-             listen 127.0.0.1:{port};\n    location / {{ proxy_pass http://samserve; }}\n  }}\n}}\n",
-            pid = temp("nginx.pid"),
-            log = temp("error.log"),
-            body = temp("body"),
-            proxy = temp("proxy"),
-            fastcgi = temp("fastcgi"),
-            uwsgi = temp("uwsgi"),
-            scgi = temp("scgi"),
-        );
-        let config_path = dir.join("nginx.conf");
-        std::fs::write(&config_path, config).unwrap();
-        let child = Command::new(program("nginx", "/usr/sbin/nginx"))
-            .arg("-p")
-            .arg(&dir)
-            .arg("-c")
-            .arg(&config_path)
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx starts");
-        let client = Client::new(&format!("http://127.0.0.1:{port}"));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nginx did not listen: {}", read_log(&dir));
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self { child, client }
-    }
-}
-
-fn read_log(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn replica(redis: &Redis) -> Server {
     let model = common::fixtures().join("models").join("tiny");
@@ -228,7 +106,7 @@ fn a_redis_outage_degrades_to_each_replicas_own_caches_and_ends_when_redis_retur
     let image_id = upload["image_id"].as_str().unwrap().to_string();
     assert_eq!(server.get("/readyz").json()["status"], "ready");
 
-    let (port, dir) = redis.stop();
+    let stopped = redis.stop();
     let answer = click(&server.client, &image_id, [475.0, 365.0], None);
     let logits_id = answer["results"][0]["logits_id"].as_str().unwrap().to_string();
     click(&server.client, &image_id, [480.0, 370.0], Some(&logits_id));
@@ -245,7 +123,7 @@ fn a_redis_outage_degrades_to_each_replicas_own_caches_and_ends_when_redis_retur
     assert!(ready["redis"].as_str().unwrap().starts_with("unreachable"), "{ready}");
     assert_eq!(server.get("/readyz").status, 200, "still ready: a balancer keeps sending clicks");
 
-    let _redis = Redis::start_on(port, dir);
+    let _redis = stopped.restart();
     let deadline = Instant::now() + Duration::from_secs(15);
     while server.get("/readyz").json()["status"] != "ready" {
         assert!(Instant::now() < deadline, "readiness back to ready once Redis returns");

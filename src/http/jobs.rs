@@ -16,7 +16,7 @@ use super::images::ModelQuery;
 use super::{AppState, body};
 use crate::amg::AmgParams;
 use crate::batch::{BatchTask, CocoResults};
-use crate::jobs::{JobStatus, JobSummary, Jobs, Removal, StagedUpload, StoreError};
+use crate::jobs::{JobStatus, JobSummary, Jobs, JobsError, Removal, StagedUpload};
 use crate::segment::{OutputFormat, PromptSpec};
 
 #[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
@@ -87,8 +87,16 @@ impl From<JobSummary> for JobStatusResponse {
     }
 }
 
-fn store_failed(error: StoreError) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "job_store_failed", error.to_string())
+/// The 503 of job routes when replicas share jobs (`--redis`).
+const UNAVAILABLE: &str = "the shared job store (Redis) is unreachable (Retry-After)";
+
+fn store_failed(error: JobsError) -> ApiError {
+    match error {
+        JobsError::Unavailable(_) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "job_store_unavailable", error.to_string())
+        }
+        _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "job_store_failed", error.to_string()),
+    }
 }
 
 fn job_not_found(id: &str) -> ApiError {
@@ -106,7 +114,7 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
 async fn query_job<T: Send + 'static>(
     state: &AppState,
     id: String,
-    query: impl FnOnce(&Jobs, &str) -> Result<Option<T>, StoreError> + Send + 'static,
+    query: impl FnOnce(&Jobs, &str) -> Result<Option<T>, JobsError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let jobs = state.jobs()?;
     let lookup = id.clone();
@@ -200,7 +208,7 @@ async fn receive(
         (status = 413, description = "the upload is too large", body = ErrorBody),
         (status = 415, description = "not multipart/form-data", body = ErrorBody),
         (status = 422, description = "no images, duplicate file names, missing prompts or invalid parameters", body = ErrorBody),
-        (status = 503, description = "not ready (Retry-After)", body = ErrorBody),
+        (status = 503, description = "not ready, or the shared job store (Redis) is unreachable (Retry-After)", body = ErrorBody),
     )
 )]
 #[post("/v1/jobs")]
@@ -218,6 +226,8 @@ pub async fn submit(
     if !engine.model_map().contains_key(&model) {
         return Err(crate::engine::EngineError::ModelNotFound(model).into());
     }
+    // Refused before the images are received: a shared job store that cannot be reached would lose them.
+    jobs.accepting().map_err(store_failed)?;
     let (upload, spec) = receive(&request, payload, &jobs, &state).await?;
     let files = upload.file_names().to_vec();
     if files.is_empty() {
@@ -237,7 +247,7 @@ pub async fn submit(
         let (jobs, model) = (Arc::clone(&jobs), model.clone());
         blocking(move || jobs.submit(&model, &task, upload)).await?
     }
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "job_store_failed", e))?;
+    .map_err(store_failed)?;
     tracing::info!(job = job_id, images = files.len(), %model, "job accepted");
     Ok(HttpResponse::Accepted().json(JobAccepted { job_id, status: JobStatus::Queued, total: files.len() }))
 }
@@ -245,7 +255,11 @@ pub async fn submit(
 /// A job's status and progress.
 #[utoipa::path(
     params(("job_id" = String, Path, description = "From the submission")),
-    responses((status = 200, body = JobStatusResponse), (status = 404, description = "unknown job", body = ErrorBody))
+    responses(
+        (status = 200, body = JobStatusResponse),
+        (status = 404, description = "unknown job", body = ErrorBody),
+        (status = 503, description = UNAVAILABLE, body = ErrorBody),
+    )
 )]
 #[get("/v1/jobs/{job_id}")]
 pub async fn status(state: Data<AppState>, job_id: Path<String>) -> Result<HttpResponse, ApiError> {
@@ -259,6 +273,7 @@ pub async fn status(state: Data<AppState>, job_id: Path<String>) -> Result<HttpR
     responses(
         (status = 200, description = "COCO-style `images` and `annotations` (RLE)"),
         (status = 404, description = "unknown job", body = ErrorBody),
+        (status = 503, description = UNAVAILABLE, body = ErrorBody),
     )
 )]
 #[get("/v1/jobs/{job_id}/results")]
@@ -275,6 +290,7 @@ pub async fn results(state: Data<AppState>, job_id: Path<String>) -> Result<Http
         (status = 200, description = "cancelled", body = JobStatusResponse),
         (status = 204, description = "deleted"),
         (status = 404, description = "unknown job", body = ErrorBody),
+        (status = 503, description = UNAVAILABLE, body = ErrorBody),
     )
 )]
 #[delete("/v1/jobs/{job_id}")]

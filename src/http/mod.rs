@@ -29,7 +29,7 @@ use crate::engine::shared::SharedStore;
 use crate::engine::{Engine, EngineConfig};
 use crate::hub::{self, Hub, ModelSpec};
 use crate::image_input::ImageLimits;
-use crate::jobs::{Jobs, JobsConfig};
+use crate::jobs::{BlobStore, Jobs, JobsConfig, RedisLink};
 use crate::metrics::Metrics;
 use crate::model::manifest::is_model_folder;
 use crate::model::{BUILTIN_MODEL, Runtime, SamModel, SessionCounts};
@@ -112,6 +112,14 @@ pub struct ServeOptions {
     /// Seconds that shared embeddings and logits live in Redis (Redis' own eviction may drop them sooner).
     #[arg(long = "redis-ttl-s", env = "SAMSERVE_REDIS_TTL_S", default_value_t = 86_400)]
     pub redis_ttl_s: u64,
+    /// Where shared jobs (`--redis`) keep their images until the job ends, readable by every replica:
+    /// `file:///FOLDER` (a folder every replica mounts) or `s3://BUCKET[/PREFIX]` (S3-compatible, configured by the
+    /// `AWS_*` variables: AWS_ENDPOINT, AWS_ACCESS_KEY_ID, ...). Default: in Redis itself.
+    #[arg(long, env = "SAMSERVE_BLOB_STORE", requires = "redis")]
+    pub blob_store: Option<String>,
+    /// Seconds after which a job image whose replica stopped answering (killed, cut off) is taken by another.
+    #[arg(long = "job-claim-timeout-s", env = "SAMSERVE_JOB_CLAIM_TIMEOUT_S", default_value_t = 60.0)]
+    pub job_claim_timeout_s: f64,
     /// Seconds that in-flight requests get to finish after SIGTERM (Ctrl-C stops at once).
     #[arg(long, env = "SAMSERVE_SHUTDOWN_TIMEOUT_S", default_value_t = 30)]
     pub shutdown_timeout_s: u64,
@@ -315,6 +323,28 @@ fn extractor_errors(config: &mut web::ServiceConfig) {
         .app_data(web::PathConfig::default().error_handler(|e, _| ApiError::invalid_request(e.to_string()).into()));
 }
 
+/// The batch jobs: this process's own, or shared by the replicas of one Redis.
+fn open_jobs(options: &ServeOptions, shared: Option<&Arc<SharedStore>>) -> anyhow::Result<Jobs> {
+    let config = JobsConfig {
+        data_dir: options.data_dir.clone(),
+        workers: options.job_workers,
+        retention: Duration::from_secs_f64(options.job_retention_hours.max(0.0) * 3600.0),
+        image_limits: ImageLimits { max_bytes: options.max_body_mb << 20, max_pixels: options.max_pixels },
+    };
+    let (Some(url), Some(shared)) = (&options.redis, shared) else {
+        return Jobs::open(config)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("opening the job store in {}", options.data_dir.display()));
+    };
+    let link = Arc::new(RedisLink::new(url, Arc::clone(shared)).map_err(anyhow::Error::msg)?);
+    let blobs = match &options.blob_store {
+        Some(url) => BlobStore::open(url).map_err(anyhow::Error::msg)?,
+        None => BlobStore::Redis(Arc::clone(&link)),
+    };
+    let claim_timeout = Duration::from_secs_f64(options.job_claim_timeout_s.max(0.1));
+    Jobs::open_shared(config, link, blobs, claim_timeout).map_err(anyhow::Error::msg)
+}
+
 /// Serves until SIGTERM or Ctrl-C. Listens first (healthz answers, readyz says 503), then loads the models.
 pub async fn serve(runtime: Runtime, options: ServeOptions) -> anyhow::Result<()> {
     // A mistyped model name fails here, before anything listens.
@@ -331,15 +361,7 @@ pub async fn serve(runtime: Runtime, options: ServeOptions) -> anyhow::Result<()
         }
         None => None,
     };
-    let jobs = Jobs::open(JobsConfig {
-        data_dir: options.data_dir.clone(),
-        workers: options.job_workers,
-        retention: Duration::from_secs_f64(options.job_retention_hours.max(0.0) * 3600.0),
-        image_limits: ImageLimits { max_bytes: options.max_body_mb << 20, max_pixels: options.max_pixels },
-    })
-    .map_err(anyhow::Error::msg)
-    .with_context(|| format!("opening the job store in {}", options.data_dir.display()))?;
-    let jobs = Arc::new(jobs);
+    let jobs = Arc::new(open_jobs(&options, shared.as_ref())?);
     let state = Data::new(AppState {
         engine: OnceLock::new(),
         jobs: OnceLock::new(),
@@ -372,6 +394,7 @@ pub async fn serve(runtime: Runtime, options: ServeOptions) -> anyhow::Result<()
     let handle = server.handle();
     let failure: Arc<Mutex<Option<anyhow::Error>>> = Arc::default();
     let loader_failure = Arc::clone(&failure);
+    let job_metrics = Arc::clone(&metrics);
     actix_web::rt::spawn(async move {
         let loaded = tokio::task::spawn_blocking(move || load_engine(&runtime, &options, specs, metrics)).await;
         let loaded = loaded.map(|engine| {
@@ -382,7 +405,7 @@ pub async fn serve(runtime: Runtime, options: ServeOptions) -> anyhow::Result<()
         });
         match loaded.map_err(anyhow::Error::from).and_then(|engine| engine) {
             Ok(engine) => {
-                jobs.start(engine.model_map());
+                jobs.start(engine.model_map(), Arc::clone(&job_metrics));
                 let engine = Arc::new(engine);
                 if engine.shared_store().is_some() {
                     let follower = Arc::clone(&engine);

@@ -1,21 +1,28 @@
-//! Durable batch jobs: uploaded images kept on disk until their job ends, state in SQLite ([`store`]), a pool of
-//! worker threads that resume whatever was pending when the server last stopped, cancel, and retention.
+//! Durable batch jobs. Uploaded images are staged on disk, then handed to a queue: [`local`] keeps them in this
+//! process's SQLite database and data directory; [`shared`] keeps them in Redis and a blob store, where every
+//! replica's workers take them. A pool of worker threads processes one image at a time each; an image's outcome is
+//! recorded together with its completion, so a crash or a killed worker loses nothing and duplicates nothing.
 
+mod blobs;
+mod local;
+mod redis_link;
+mod shared;
 pub mod store;
 
-use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
 
 use crate::batch::{BatchTask, CocoResults, ImageOutcome, segment_file};
 use crate::image_input::ImageLimits;
+use crate::metrics::Metrics;
 use crate::model::SamModel;
+pub use blobs::BlobStore;
+pub use redis_link::RedisLink;
+use store::PendingImage;
 pub use store::{JobStatus, JobSummary, StoreError};
-use store::{PendingImage, Store};
-
-/// How often workers look for expired jobs at most and at least (a tenth of the retention in between).
-const SWEEP_INTERVAL: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
 
 #[derive(Debug, Clone)]
 pub struct JobsConfig {
@@ -25,6 +32,23 @@ pub struct JobsConfig {
     /// Ended jobs (and their results) are deleted after this long.
     pub retention: Duration,
     pub image_limits: ImageLimits,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobsError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The shared job store (Redis) cannot be reached: the caller may try again later.
+    #[error("the shared job store is unreachable: {0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<redis::RedisError> for JobsError {
+    fn from(error: redis::RedisError) -> Self {
+        Self::Unavailable(error.to_string())
+    }
 }
 
 /// What a DELETE did.
@@ -56,6 +80,11 @@ impl StagedUpload {
     pub fn added(&mut self, file_name: String) {
         self.files.push(file_name);
     }
+
+    /// The bytes of the file at `position`.
+    fn read(&self, position: usize) -> std::io::Result<Vec<u8>> {
+        std::fs::read(self.folder.join(position.to_string()))
+    }
 }
 
 impl Drop for StagedUpload {
@@ -66,57 +95,89 @@ impl Drop for StagedUpload {
     }
 }
 
-pub struct Jobs {
-    config: JobsConfig,
-    store: Mutex<Store>,
-    /// Images a worker is processing now (their rows stay `pending` until done, so a crash loses nothing).
-    claimed: Mutex<HashSet<(String, usize)>>,
-    wake: Condvar,
-    wake_lock: Mutex<()>,
+/// One image a worker took from the queue.
+pub struct Claim {
+    pub image: PendingImage,
+    /// The queue's handle of this work item (the Redis stream entry; empty for the local queue).
+    ticket: String,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// Where jobs are kept and how workers take their images.
+trait JobQueue: Send + Sync {
+    /// Records a job for the staged images, taking them over; once this returns, the job survives a crash.
+    fn submit(&self, id: &str, model: &str, task: &BatchTask, upload: StagedUpload) -> Result<(), JobsError>;
+    fn summary(&self, id: &str) -> Result<Option<JobSummary>, JobsError>;
+    /// The outcomes of the images done so far, in upload order; `None` for an unknown job.
+    fn outcomes(&self, id: &str) -> Result<Option<Vec<(String, ImageOutcome)>>, JobsError>;
+    /// Cancels a job that has not ended; deletes one that has (its results with it).
+    fn remove(&self, id: &str) -> Result<Removal, JobsError>;
+    /// Whether a new job can be accepted now.
+    fn accepting(&self) -> Result<(), JobsError> {
+        Ok(())
+    }
+    /// The next image to process; waits up to about a second for one.
+    fn claim(&self) -> Option<Claim>;
+    fn image(&self, claim: &Claim) -> Result<Vec<u8>, String>;
+    /// How often [`JobQueue::keep_claimed`] must be called while an image is processed, if at all.
+    fn keep_claimed_every(&self) -> Option<Duration> {
+        None
+    }
+    /// Tells the queue that the claim's worker is alive.
+    fn keep_claimed(&self, _claim: &Claim) {}
+    /// Records an image's outcome and completes its work item, together.
+    fn finish(&self, claim: &Claim, outcome: &Result<ImageOutcome, String>);
+    /// Periodic upkeep, called by the workers between images.
+    fn maintain(&self) {}
+}
+
+pub struct Jobs {
+    config: JobsConfig,
+    queue: Box<dyn JobQueue>,
 }
 
 impl Jobs {
-    /// Opens (or creates) the data directory and the database; clears half-received uploads and image folders
-    /// that no active job owns (left by a crash between receiving and recording a job).
+    /// Jobs of this process alone: opens (or creates) the data directory and its database.
     pub fn open(config: JobsConfig) -> Result<Self, String> {
-        let images = config.data_dir.join("jobs");
+        Self::prepare(&config)?;
+        let queue = local::LocalQueue::open(&config.data_dir, config.retention)?;
+        Ok(Self { config, queue: Box::new(queue) })
+    }
+
+    /// Jobs shared by the replicas of one Redis; `claim_timeout` is how long an image whose worker stopped
+    /// answering stays claimed.
+    pub fn open_shared(
+        config: JobsConfig,
+        link: Arc<RedisLink>,
+        blobs: BlobStore,
+        claim_timeout: Duration,
+    ) -> Result<Self, String> {
+        Self::prepare(&config)?;
+        let queue = shared::SharedQueue::open(link, blobs, config.retention, claim_timeout)?;
+        Ok(Self { config, queue: Box::new(queue) })
+    }
+
+    /// Clears half-received uploads (left by a crash) and makes their folder.
+    fn prepare(config: &JobsConfig) -> Result<(), String> {
         let uploads = config.data_dir.join("uploads");
         let _ = std::fs::remove_dir_all(&uploads);
-        for folder in [&images, &uploads] {
-            std::fs::create_dir_all(folder).map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
-        }
-        let store = Store::open(&config.data_dir.join("jobs.sqlite")).map_err(|e| e.to_string())?;
-        if let Ok(entries) = std::fs::read_dir(&images) {
-            for entry in entries.flatten() {
-                let id = entry.file_name().to_string_lossy().into_owned();
-                if !store.is_active(&id).unwrap_or(true) {
-                    let _ = std::fs::remove_dir_all(entry.path());
-                }
-            }
-        }
-        Ok(Self {
-            config,
-            store: Mutex::new(store),
-            claimed: Mutex::new(HashSet::new()),
-            wake: Condvar::new(),
-            wake_lock: Mutex::new(()),
-        })
+        std::fs::create_dir_all(&uploads).map_err(|e| format!("cannot create {}: {e}", uploads.display()))
     }
 
     /// Starts the worker threads; they run for the life of the process.
-    pub fn start(self: &Arc<Self>, models: BTreeMap<String, Arc<SamModel>>) {
+    pub fn start(self: &Arc<Self>, models: BTreeMap<String, Arc<SamModel>>, metrics: Arc<Metrics>) {
         let models = Arc::new(models);
         for index in 0..self.config.workers.max(1) {
-            let (jobs, models) = (Arc::clone(self), Arc::clone(&models));
+            let (jobs, models, metrics) = (Arc::clone(self), Arc::clone(&models), Arc::clone(&metrics));
             std::thread::Builder::new()
                 .name(format!("job-worker-{index}"))
-                .spawn(move || jobs.work(&models))
+                .spawn(move || jobs.work(&models, &metrics))
                 .expect("spawning a worker thread");
         }
+    }
+
+    /// Whether a new job can be accepted now (checked before receiving its images).
+    pub fn accepting(&self) -> Result<(), JobsError> {
+        self.queue.accepting()
     }
 
     /// A folder to receive the images of a new job.
@@ -127,96 +188,63 @@ impl Jobs {
     }
 
     /// Records a job for the staged images; once this returns, the job survives a crash.
-    pub fn submit(&self, model: &str, task: &BatchTask, mut upload: StagedUpload) -> Result<String, String> {
+    pub fn submit(&self, model: &str, task: &BatchTask, upload: StagedUpload) -> Result<String, JobsError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let folder = self.images_folder(&id);
-        std::fs::rename(&upload.folder, &folder).map_err(|e| format!("cannot keep the images: {e}"))?;
-        upload.folder = folder.clone();
-        sync_folder(&folder);
-        lock(&self.store).create(&id, model, task, &upload.files).map_err(|e| e.to_string())?;
-        upload.owned = false;
-        self.wake.notify_all();
+        self.queue.submit(&id, model, task, upload)?;
         Ok(id)
     }
 
-    pub fn summary(&self, id: &str) -> Result<Option<JobSummary>, StoreError> {
-        lock(&self.store).summary(id)
+    pub fn summary(&self, id: &str) -> Result<Option<JobSummary>, JobsError> {
+        self.queue.summary(id)
     }
 
     /// The COCO results of the images done so far; `None` for an unknown job.
-    pub fn results(&self, id: &str) -> Result<Option<CocoResults>, StoreError> {
-        let store = lock(&self.store);
-        if store.summary(id)?.is_none() {
-            return Ok(None);
-        }
-        let outcomes = store.outcomes(id)?;
-        Ok(Some(CocoResults::assemble(outcomes.iter().map(|(file, outcome)| (file.as_str(), outcome)))))
+    pub fn results(&self, id: &str) -> Result<Option<CocoResults>, JobsError> {
+        let outcomes = self.queue.outcomes(id)?;
+        Ok(outcomes.map(|outcomes| CocoResults::assemble(outcomes.iter().map(|(file, o)| (file.as_str(), o)))))
     }
 
     /// Cancels a job that has not ended; deletes one that has (its results with it).
-    pub fn remove(&self, id: &str) -> Result<Removal, StoreError> {
-        let store = lock(&self.store);
-        if store.summary(id)?.is_none() {
-            return Ok(Removal::NotFound);
-        }
-        let removal = if store.cancel(id)? {
-            Removal::Cancelled
-        } else {
-            store.delete(id)?;
-            Removal::Deleted
-        };
-        drop(store);
-        let _ = std::fs::remove_dir_all(self.images_folder(id));
-        Ok(removal)
+    pub fn remove(&self, id: &str) -> Result<Removal, JobsError> {
+        self.queue.remove(id)
     }
 
-    fn images_folder(&self, id: &str) -> PathBuf {
-        self.config.data_dir.join("jobs").join(id)
-    }
-
-    fn work(&self, models: &BTreeMap<String, Arc<SamModel>>) {
-        let mut last_sweep: Option<Instant> = None;
-        let sweep_every = (self.config.retention / 10).clamp(SWEEP_INTERVAL.0, SWEEP_INTERVAL.1);
+    fn work(&self, models: &BTreeMap<String, Arc<SamModel>>, metrics: &Metrics) {
         loop {
-            if last_sweep.is_none_or(|t| t.elapsed() >= sweep_every) {
-                self.sweep();
-                last_sweep = Some(Instant::now());
-            }
-            match self.claim() {
-                Some(image) => {
-                    let outcome = self.process(&image, models);
-                    self.finish(&image, outcome);
-                }
-                None => {
-                    let guard = lock(&self.wake_lock);
-                    let _ = self.wake.wait_timeout(guard, Duration::from_secs(1));
-                }
+            self.queue.maintain();
+            let Some(claim) = self.queue.claim() else { continue };
+            let outcome = self.keeping_claimed(&claim, || self.process(&claim, models));
+            self.queue.finish(&claim, &outcome);
+            let label = if outcome.is_ok() { "succeeded" } else { "failed" };
+            metrics.job_images.with_label_values(&[label]).inc();
+            if let Err(message) = &outcome {
+                let image = &claim.image;
+                tracing::warn!(job = image.job_id, file = image.file_name, message, "image failed");
             }
         }
     }
 
-    /// The next pending image no other worker has, marking its job running.
-    fn claim(&self) -> Option<PendingImage> {
-        let store = lock(&self.store);
-        let mut claimed = lock(&self.claimed);
-        let next = match store.pending(1, |job, position| claimed.contains(&(job.to_string(), position))) {
-            Ok(mut found) => found.pop()?,
-            Err(error) => {
-                tracing::error!(%error, "cannot read pending job images");
-                return None;
-            }
-        };
-        if let Err(error) = store.mark_running(&next.job_id) {
-            tracing::error!(%error, job = next.job_id, "cannot update job");
-        }
-        claimed.insert((next.job_id.clone(), next.position));
-        Some(next)
+    /// Runs `work`, telling the queue every so often that this worker still holds the claim.
+    fn keeping_claimed<T>(&self, claim: &Claim, work: impl FnOnce() -> T) -> T {
+        let Some(every) = self.queue.keep_claimed_every() else { return work() };
+        let (done, finished) = mpsc::channel::<()>();
+        std::thread::scope(|scope| {
+            let queue = &self.queue;
+            scope.spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(every) {
+                    queue.keep_claimed(claim);
+                }
+            });
+            let result = work();
+            drop(done);
+            result
+        })
     }
 
-    fn process(&self, image: &PendingImage, models: &BTreeMap<String, Arc<SamModel>>) -> Result<ImageOutcome, String> {
+    fn process(&self, claim: &Claim, models: &BTreeMap<String, Arc<SamModel>>) -> Result<ImageOutcome, String> {
+        let image = &claim.image;
         let model = models.get(&image.model).ok_or_else(|| format!("model {:?} is not loaded", image.model))?;
-        let path = self.images_folder(&image.job_id).join(image.position.to_string());
-        let bytes = std::fs::read(&path).map_err(|e| format!("the uploaded file is gone: {e}"))?;
+        let bytes = self.queue.image(claim)?;
         let limits = &self.config.image_limits;
         // A panic in one image must not take the worker (and the jobs behind it) down.
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -224,41 +252,5 @@ impl Jobs {
         }))
         .map_err(|_| "internal error while segmenting this image".to_string())?
         .map_err(|e| e.to_string())
-    }
-
-    fn finish(&self, image: &PendingImage, outcome: Result<ImageOutcome, String>) {
-        let ended = lock(&self.store).finish_image(&image.job_id, image.position, &outcome);
-        lock(&self.claimed).remove(&(image.job_id.clone(), image.position));
-        match ended {
-            Ok(true) => {
-                let _ = std::fs::remove_dir_all(self.images_folder(&image.job_id));
-                tracing::info!(job = image.job_id, "job ended");
-            }
-            Ok(false) => {}
-            Err(error) => tracing::error!(%error, job = image.job_id, "cannot record an image's outcome"),
-        }
-        if let Err(message) = &outcome {
-            tracing::warn!(job = image.job_id, file = image.file_name, message, "image failed");
-        }
-    }
-
-    /// Deletes jobs that ended longer ago than the retention.
-    fn sweep(&self) {
-        let expired = lock(&self.store).ended_before(self.config.retention.as_secs_f64());
-        for id in expired.unwrap_or_default() {
-            if let Err(error) = lock(&self.store).delete(&id) {
-                tracing::error!(%error, job = id, "cannot delete an expired job");
-            }
-            let _ = std::fs::remove_dir_all(self.images_folder(&id));
-        }
-    }
-}
-
-/// Makes a rename durable: the folder's entry is on disk before the job is recorded.
-fn sync_folder(folder: &Path) {
-    if let Some(parent) = folder.parent()
-        && let Ok(directory) = std::fs::File::open(parent)
-    {
-        let _ = directory.sync_all();
     }
 }

@@ -30,7 +30,7 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
-    fn parse(text: &str) -> Self {
+    pub(super) fn parse(text: &str) -> Self {
         match text {
             "queued" => Self::Queued,
             "running" => Self::Running,

@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+pub mod cluster;
+pub mod jobs;
 pub mod mock_hub;
 pub mod server;
 

@@ -140,6 +140,10 @@ impl Client {
         Self::reply(self.agent.post(format!("{}{path}", self.base)).header("Content-Type", content_type).send(body))
     }
 
+    pub fn put(&self, path: &str, body: &[u8]) -> Reply {
+        Self::reply(self.agent.put(format!("{}{path}", self.base)).send(body))
+    }
+
     pub fn post_json(&self, path: &str, body: &Value) -> Reply {
         self.post(path, "application/json", body.to_string().as_bytes())
     }
