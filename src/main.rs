@@ -46,6 +46,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The S3 client and the Redis client link rustls with different crypto backends; one must be chosen.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     // Serving and downloading say what they do; the other commands print their results only.
     cli::init_logging(if matches!(cli.command, Command::Serve(_) | Command::Pull(_)) { "info" } else { "warn" });
     // A batch runs one image per core, each on one thread, unless told otherwise.

@@ -141,16 +141,23 @@ fn a_redis_outage_degrades_to_each_replicas_own_caches_and_ends_when_redis_retur
 #[test]
 fn redis_unreachable_at_start_is_one_line_and_exit() {
     let port = free_port();
+    let error = start_failure(&format!("redis://127.0.0.1:{port}"), &[]);
+    assert!(error.contains("cannot reach Redis at redis://127.0.0.1"), "{error}");
+}
+
+/// `samserve serve --redis URL`, expected to exit at start with one error line: that line.
+fn start_failure(url: &str, env: &[(&str, &str)]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_samserve"))
         .args(common::runtime_args())
-        .args(["serve", "--port", "0", "--redis", &format!("redis://127.0.0.1:{port}")])
+        .args(["serve", "--port", "0", "--redis", url])
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors.len(), 1, "{stderr}");
-    assert!(errors[0].contains("cannot reach Redis at redis://127.0.0.1"), "{stderr}");
+    errors[0].to_string()
 }
 
 #[test]
@@ -174,4 +181,26 @@ fn a_replica_takes_over_the_encode_of_one_that_died_holding_the_lock() {
     assert_eq!(encoder_runs(&server), 1.0);
     let left: Option<String> = redis::cmd("GET").arg(&lock).query(&mut connection).unwrap();
     assert_eq!(left, None, "and released its own lock");
+}
+
+#[test]
+fn rediss_urls_reach_redis_over_tls_trusting_the_systems_roots_or_ssl_cert_file() {
+    let redis = Redis::start_tls();
+    let ca = redis.ca_file();
+    let trusted = [("SSL_CERT_FILE", ca.to_str().unwrap())];
+    let url = redis.url();
+    let (first, second) =
+        (Server::start_with_env(&["--redis", &url], &trusted), Server::start_with_env(&["--redis", &url], &trusted));
+    let image_id = first.upload(&landscape())["image_id"].as_str().unwrap().to_string();
+    click(&second.client, &image_id, [475.0, 365.0], None);
+    assert_eq!(encoder_runs(&second), 0.0, "the embedding came through Redis");
+    // Jobs use their own (blocking) connections: TLS too.
+    let job =
+        common::jobs::submit(&first, &[("a.png", common::jobs::image("tiny.png"))], &common::jobs::everything_spec(4));
+    assert_eq!(common::jobs::wait_until_ended(&second, &job)["status"], "succeeded");
+
+    // Trusting other CAs only (here: the server's own certificate, which is no CA), the server is refused: one line.
+    let other = redis.ca_file().with_file_name("server.pem");
+    let error = start_failure(&url, &[("SSL_CERT_FILE", other.to_str().unwrap())]);
+    assert!(error.contains("cannot reach Redis at rediss://127.0.0.1") && error.contains("certificate"), "{error}");
 }

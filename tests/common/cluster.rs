@@ -25,47 +25,98 @@ pub struct Redis {
     port: u16,
     dir: PathBuf,
     durable: bool,
+    /// Whether it speaks only TLS (`rediss://`), with the certificates of [`Redis::start_tls`].
+    tls: bool,
 }
 
 impl Redis {
     pub fn start() -> Self {
-        Self::launch(free_port(), super::temp_dir("redis"), false)
+        Self::launch(free_port(), super::temp_dir("redis"), false, false)
     }
 
     pub fn start_durable() -> Self {
-        Self::launch(free_port(), super::temp_dir("redis"), true)
+        Self::launch(free_port(), super::temp_dir("redis"), true, false)
     }
 
-    fn launch(port: u16, dir: PathBuf, durable: bool) -> Self {
+    /// A Redis on a TLS port only, its certificate (for 127.0.0.1) signed by a CA of its own, made with `openssl`.
+    /// Clients trust it through `SSL_CERT_FILE` = [`Redis::ca_file`].
+    pub fn start_tls() -> Self {
+        let dir = super::temp_dir("redis-tls");
+        let openssl = |args: &[&str]| {
+            let status = Command::new(program("openssl", "/usr/bin/openssl"))
+                .args(args)
+                .current_dir(&dir)
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl runs");
+            assert!(status.success(), "openssl {args:?}");
+        };
+        let subject_alt_name = "subjectAltName=IP:127.0.0.1";
+        std::fs::write(dir.join("server.ext"), subject_alt_name).unwrap();
+        let key = ["-newkey", "rsa:2048", "-nodes", "-days", "1"];
+        let ca = ["-x509", "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=samserve-test-ca"];
+        openssl(&[&["req"][..], &key, &ca, &["-addext", "basicConstraints=critical,CA:TRUE"]].concat());
+        openssl(
+            &[&["req"][..], &key, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]].concat(),
+        );
+        let signed =
+            ["-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem"];
+        openssl(&[&["x509", "-req", "-days", "1", "-extfile", "server.ext"][..], &signed].concat());
+        Self::launch(free_port(), dir, false, true)
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    fn launch(port: u16, dir: PathBuf, durable: bool, tls: bool) -> Self {
         let persistence: &[&str] =
             if durable { &["--appendonly", "yes", "--appendfsync", "always"] } else { &["--appendonly", "no"] };
+        let port_text = port.to_string();
+        let listen = if tls {
+            let files =
+                ["--tls-cert-file", "server.pem", "--tls-key-file", "server.key", "--tls-ca-cert-file", "ca.pem"];
+            [&["--port", "0", "--tls-port", &port_text, "--tls-auth-clients", "no"][..], &files].concat()
+        } else {
+            vec!["--port", &port_text]
+        };
         let child = Command::new(program("redis-server", "/usr/bin/redis-server"))
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(listen)
+            .args(["--bind", "127.0.0.1", "--save", ""])
             .args(persistence)
             .arg("--dir")
             .arg(&dir)
+            .current_dir(&dir)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server starts");
-        let redis = Self { child, port, dir, durable };
-        let client = redis::Client::open(redis.url()).unwrap();
+        let redis = Self { child, port, dir, durable, tls };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while client.get_connection().and_then(|mut c| redis::cmd("PING").query::<String>(&mut c)).is_err() {
+        while !redis.answers() {
             assert!(Instant::now() < deadline, "redis-server did not answer");
             std::thread::sleep(Duration::from_millis(20));
         }
         redis
     }
 
+    /// Whether it answers a PING (for TLS: whether it listens; this process does not trust its CA).
+    fn answers(&self) -> bool {
+        if self.tls {
+            return std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok();
+        }
+        let client = redis::Client::open(self.url()).unwrap();
+        client.get_connection().and_then(|mut c| redis::cmd("PING").query::<String>(&mut c)).is_ok()
+    }
+
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", if self.tls { "rediss" } else { "redis" }, self.port)
     }
 
     /// Stops it with SIGKILL: no chance to save anything more.
     pub fn stop(mut self) -> StoppedRedis {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        StoppedRedis { port: self.port, dir: self.dir.clone(), durable: self.durable }
+        StoppedRedis { port: self.port, dir: self.dir.clone(), durable: self.durable, tls: self.tls }
     }
 }
 
@@ -74,11 +125,12 @@ pub struct StoppedRedis {
     port: u16,
     dir: PathBuf,
     durable: bool,
+    tls: bool,
 }
 
 impl StoppedRedis {
     pub fn restart(self) -> Redis {
-        Redis::launch(self.port, self.dir, self.durable)
+        Redis::launch(self.port, self.dir, self.durable, self.tls)
     }
 }
 
