@@ -16,5 +16,6 @@ pub mod jobs;
 pub mod mask;
 pub mod metrics;
 pub mod model;
+pub mod redis_target;
 pub mod segment;
 pub mod timing;

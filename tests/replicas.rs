@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::cluster::{Nginx, Redis, free_port};
+use common::cluster::{Nginx, Redis, RedisCluster, free_port};
 use common::server::{Client, Server};
 use serde_json::json;
 
@@ -203,4 +203,26 @@ fn rediss_urls_reach_redis_over_tls_trusting_the_systems_roots_or_ssl_cert_file(
     let other = redis.ca_file().with_file_name("server.pem");
     let error = start_failure(&url, &[("SSL_CERT_FILE", other.to_str().unwrap())]);
     assert!(error.contains("cannot reach Redis at rediss://127.0.0.1") && error.contains("certificate"), "{error}");
+}
+
+#[test]
+fn a_redis_cluster_named_by_its_nodes_shares_embeddings_removals_and_jobs() {
+    let cluster = RedisCluster::start();
+    let url = cluster.url();
+    let (first, second) = (Server::start(&["--redis", &url]), Server::start(&["--redis", &url]));
+    let image_id = first.upload(&landscape())["image_id"].as_str().unwrap().to_string();
+    // A multimask click stores three logits, on whichever nodes their keys hash to; refinements find them.
+    let answer = click(&second.client, &image_id, [475.0, 365.0], None);
+    assert_eq!(encoder_runs(&second), 0.0, "the embedding came through the cluster");
+    let logits_id = answer["results"][0]["logits_id"].as_str().unwrap().to_string();
+    click(&first.client, &image_id, [480.0, 370.0], Some(&logits_id));
+    let job =
+        common::jobs::submit(&first, &[("a.png", common::jobs::image("tiny.png"))], &common::jobs::everything_spec(4));
+    assert_eq!(common::jobs::wait_until_ended(&second, &job)["status"], "succeeded");
+    assert_eq!(second.delete(&format!("/v1/images/{image_id}")).status, 204);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while first.get(&format!("/v1/images/{image_id}")).status != 404 {
+        assert!(Instant::now() < deadline, "the removal was not announced through the cluster");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

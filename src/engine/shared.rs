@@ -9,10 +9,10 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Cmd, FromRedisValue};
+use redis::{Cmd, FromRedisValue};
 
 use crate::metrics::Metrics;
+use crate::redis_target::{AsyncConnection, RedisTarget};
 
 /// How long an encoder lock lives without being refreshed: a replica that dies holding it is replaced after this.
 pub const LOCK_TTL: Duration = Duration::from_secs(15);
@@ -27,8 +27,8 @@ const REFRESH_SCRIPT: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0";
 
 pub struct SharedStore {
-    client: Client,
-    connection: ConnectionManager,
+    target: RedisTarget,
+    connection: AsyncConnection,
     /// Time to live of shared embeddings and logits (Redis' own eviction policy may drop them sooner).
     ttl: Duration,
     /// The last failure, while Redis is unreachable.
@@ -55,18 +55,11 @@ impl SharedStore {
     /// Connects and checks that Redis answers; the error is one line for the operator.
     pub async fn connect(url: &str, ttl: Duration, metrics: std::sync::Arc<Metrics>) -> Result<Self, String> {
         let shown = redacted(url);
-        let client = Client::open(url).map_err(|e| format!("--redis {shown}: {e}"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(1);
-        let mut connection = client
-            .get_connection_manager_with_config(config)
-            .await
-            .map_err(|e| format!("cannot reach Redis at {shown}: {e}"))?;
+        let target = RedisTarget::open(url).map_err(|e| format!("--redis {shown}: {e}"))?;
+        let mut connection = target.connect().await.map_err(|e| format!("cannot reach Redis at {shown}: {e}"))?;
         let _: String =
             redis::cmd("PING").query_async(&mut connection).await.map_err(|e| format!("Redis at {shown}: {e}"))?;
-        Ok(Self { client, connection, ttl, down: Mutex::new(None), metrics })
+        Ok(Self { target, connection, ttl, down: Mutex::new(None), metrics })
     }
 
     /// `None` while Redis answers, else the last failure.
@@ -138,7 +131,7 @@ impl SharedStore {
     /// after an outage; removals announced during one are missed, and those copies age out of the LRU).
     pub async fn follow_removals(&self, removed: impl Fn(&str)) {
         loop {
-            if let Ok(mut pubsub) = self.client.get_async_pubsub().await
+            if let Ok(mut pubsub) = self.target.pubsub_client().get_async_pubsub().await
                 && pubsub.subscribe(REMOVED_CHANNEL).await.is_ok()
             {
                 let mut messages = pubsub.on_message();
@@ -177,23 +170,19 @@ impl SharedStore {
         self.run::<Option<Vec<u8>>>("get_logits", redis::cmd("GET").arg(logits_key(logits_id))).await.flatten()
     }
 
-    /// Stores several logits in one round trip.
+    /// Stores several logits at once (sent together on the one multiplexed connection; a cluster spreads them).
     pub async fn put_logits(&self, entries: &[(String, Vec<u8>)]) {
         if entries.is_empty() || self.skipping("put_logits") {
             return;
         }
-        let mut pipeline = redis::pipe();
-        for (logits_id, bytes) in entries {
-            pipeline
-                .cmd("SET")
-                .arg(logits_key(logits_id))
-                .arg(bytes)
-                .arg("PX")
-                .arg(self.ttl.as_millis() as u64)
-                .ignore();
-        }
-        let mut connection = self.connection.clone();
-        let _: Option<()> = self.record("put_logits", pipeline.query_async::<()>(&mut connection).await);
+        let writes = entries.iter().map(|(logits_id, bytes)| {
+            let mut command = redis::cmd("SET");
+            command.arg(logits_key(logits_id)).arg(bytes).arg("PX").arg(self.ttl.as_millis() as u64);
+            let mut connection = self.connection.clone();
+            async move { command.query_async::<()>(&mut connection).await }
+        });
+        let outcome = futures_util::future::join_all(writes).await.into_iter().collect::<redis::RedisResult<()>>();
+        let _: Option<()> = self.record("put_logits", outcome);
     }
 }
 

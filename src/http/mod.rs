@@ -105,9 +105,9 @@ pub struct ServeOptions {
     /// Most images in one job.
     #[arg(long, env = "SAMSERVE_MAX_JOB_IMAGES", default_value_t = 10_000)]
     pub max_job_images: usize,
-    /// Redis shared by replicas of this service (`redis://[[USER]:PASSWORD@]HOST:PORT[/DB]`, or `rediss://` for
-    /// TLS): image embeddings, encoder locks, refinement logits and batch jobs are shared, so any replica answers
-    /// any request (docs/scaling.md).
+    /// Redis shared by replicas of this service (`redis://[[USER]:PASSWORD@]HOST:PORT[/DB]`, `rediss://` for
+    /// TLS, or a Redis Cluster as several node URLs separated by commas): image embeddings, encoder locks,
+    /// refinement logits and batch jobs are shared, so any replica answers any request (docs/scaling.md).
     #[arg(long, env = "SAMSERVE_REDIS_URL")]
     pub redis: Option<String>,
     /// Seconds that shared embeddings and logits live in Redis (Redis' own eviction may drop them sooner).

@@ -80,6 +80,24 @@ redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 return {0, tonumber(job[2])}
 ";
 
+/// Records a job and queues one entry per image, at once.
+/// KEYS: job, queue. ARGV: job id, image count, then the job's fields and values.
+const SUBMIT_SCRIPT: &str = r"
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+for position = 0, tonumber(ARGV[2]) - 1 do
+  redis.call('XADD', KEYS[2], '*', 'job', ARGV[1], 'position', position)
+end
+return 0
+";
+
+/// Acknowledges and deletes an entry without an outcome (its job was cancelled, deleted or expired).
+/// KEYS: queue. ARGV: group, entry.
+const DROP_SCRIPT: &str = r"
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return 0
+";
+
 /// Marks a queued job running.
 const START_SCRIPT: &str = r"
 if redis.call('HGET', KEYS[1], 'status') == 'queued' then
@@ -205,11 +223,7 @@ impl SharedQueue {
             }
             // The job was cancelled, deleted or expired: its remaining entries are dropped.
             _ => {
-                self.link.with(|connection| {
-                    let mut transaction = redis::pipe();
-                    transaction.atomic().cmd("XACK").arg(QUEUE).arg(GROUP).arg(&ticket).ignore();
-                    transaction.cmd("XDEL").arg(QUEUE).arg(&ticket).ignore().query::<()>(connection)
-                })?;
+                self.link.query::<()>(eval(DROP_SCRIPT, &[QUEUE.to_string()]).arg(GROUP).arg(&ticket))?;
                 return Ok(None);
             }
         };
@@ -267,12 +281,9 @@ impl JobQueue for SharedQueue {
             ("created_at", time.clone()),
             ("updated_at", time),
         ];
-        let mut transaction = redis::pipe();
-        transaction.atomic().cmd("HSET").arg(job_key(id)).arg(&fields).ignore();
-        for position in 0..files.len() {
-            transaction.cmd("XADD").arg(QUEUE).arg("*").arg("job").arg(id).arg("position").arg(position).ignore();
-        }
-        if let Err(error) = self.link.with(|connection| transaction.query::<()>(connection)) {
+        let mut command = eval(SUBMIT_SCRIPT, &[job_key(id), QUEUE.to_string()]);
+        command.arg(id).arg(files.len()).arg(&fields);
+        if let Err(error) = self.link.query::<()>(&command) {
             self.blobs.remove_job(id, files.len());
             return Err(error.into());
         }
@@ -280,15 +291,14 @@ impl JobQueue for SharedQueue {
     }
 
     fn summary(&self, id: &str) -> Result<Option<JobSummary>, JobsError> {
-        let (record, errors): (HashMap<String, String>, HashMap<usize, String>) = self.link.with(|connection| {
-            redis::pipe().cmd("HGETALL").arg(job_key(id)).cmd("HGETALL").arg(errors_key(id)).query(connection)
-        })?;
+        let record: HashMap<String, String> = self.link.query(redis::cmd("HGETALL").arg(job_key(id)))?;
         if record.is_empty() {
             return Ok(None);
         }
         let field = |name: &str| record.get(name).map(String::as_str).unwrap_or_default();
         let count = |name: &str| field(name).parse::<usize>().map_err(|_| corrupt(format!("job field {name}")));
         let files: Vec<String> = serde_json::from_str(field("files")).map_err(corrupt)?;
+        let errors: HashMap<usize, String> = self.link.query(redis::cmd("HGETALL").arg(errors_key(id)))?;
         let mut errors: Vec<(usize, String)> = errors.into_iter().collect();
         errors.sort();
         Ok(Some(JobSummary {

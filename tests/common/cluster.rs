@@ -31,11 +31,11 @@ pub struct Redis {
 
 impl Redis {
     pub fn start() -> Self {
-        Self::launch(free_port(), super::temp_dir("redis"), false, false)
+        Self::launch(free_port(), super::temp_dir("redis"), false, false, &[])
     }
 
     pub fn start_durable() -> Self {
-        Self::launch(free_port(), super::temp_dir("redis"), true, false)
+        Self::launch(free_port(), super::temp_dir("redis"), true, false, &[])
     }
 
     /// A Redis on a TLS port only, its certificate (for 127.0.0.1) signed by a CA of its own, made with `openssl`.
@@ -62,14 +62,14 @@ impl Redis {
         let signed =
             ["-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem"];
         openssl(&[&["x509", "-req", "-days", "1", "-extfile", "server.ext"][..], &signed].concat());
-        Self::launch(free_port(), dir, false, true)
+        Self::launch(free_port(), dir, false, true, &[])
     }
 
     pub fn ca_file(&self) -> PathBuf {
         self.dir.join("ca.pem")
     }
 
-    fn launch(port: u16, dir: PathBuf, durable: bool, tls: bool) -> Self {
+    fn launch(port: u16, dir: PathBuf, durable: bool, tls: bool, extra: &[&str]) -> Self {
         let persistence: &[&str] =
             if durable { &["--appendonly", "yes", "--appendfsync", "always"] } else { &["--appendonly", "no"] };
         let port_text = port.to_string();
@@ -84,6 +84,7 @@ impl Redis {
             .args(listen)
             .args(["--bind", "127.0.0.1", "--save", ""])
             .args(persistence)
+            .args(extra)
             .arg("--dir")
             .arg(&dir)
             .current_dir(&dir)
@@ -120,6 +121,47 @@ impl Redis {
     }
 }
 
+/// A Redis Cluster of three primaries on free ports (made with `redis-cli --cluster create`), named to samserve by
+/// its nodes' URLs separated by commas.
+pub struct RedisCluster {
+    nodes: Vec<Redis>,
+}
+
+impl RedisCluster {
+    pub fn start() -> Self {
+        let clustered = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"];
+        let nodes: Vec<Redis> = (0..3)
+            .map(|_| Redis::launch(free_port(), super::temp_dir("redis-cluster"), false, false, &clustered))
+            .collect();
+        let addresses: Vec<String> = nodes.iter().map(|node| format!("127.0.0.1:{}", node.port)).collect();
+        let created = Command::new(program("redis-cli", "/usr/bin/redis-cli"))
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli runs");
+        assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stdout));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for node in &nodes {
+            let mut connection = redis::Client::open(node.url()).unwrap().get_connection().unwrap();
+            while !redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query::<String>(&mut connection)
+                .unwrap()
+                .contains("cluster_state:ok")
+            {
+                assert!(Instant::now() < deadline, "the cluster did not become ready");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Self { nodes }
+    }
+
+    pub fn url(&self) -> String {
+        self.nodes.iter().map(Redis::url).collect::<Vec<_>>().join(",")
+    }
+}
+
 /// A Redis that was stopped, to start again on its port and folder (a durable one reloads its append-only file).
 pub struct StoppedRedis {
     port: u16,
@@ -130,7 +172,7 @@ pub struct StoppedRedis {
 
 impl StoppedRedis {
     pub fn restart(self) -> Redis {
-        Redis::launch(self.port, self.dir, self.durable, self.tls)
+        Redis::launch(self.port, self.dir, self.durable, self.tls, &[])
     }
 }
 
