@@ -62,6 +62,11 @@ impl SharedStore {
         Ok(Self { target, connection, ttl, down: Mutex::new(None), metrics })
     }
 
+    /// The Redis this store talks to, for other connections to the same one.
+    pub fn target(&self) -> &RedisTarget {
+        &self.target
+    }
+
     /// `None` while Redis answers, else the last failure.
     pub fn outage(&self) -> Option<String> {
         self.down.lock().unwrap_or_else(|p| p.into_inner()).clone()

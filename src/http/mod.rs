@@ -332,12 +332,12 @@ fn open_jobs(options: &ServeOptions, shared: Option<&Arc<SharedStore>>) -> anyho
         retention: Duration::from_secs_f64(options.job_retention_hours.max(0.0) * 3600.0),
         image_limits: ImageLimits { max_bytes: options.max_body_mb << 20, max_pixels: options.max_pixels },
     };
-    let (Some(url), Some(shared)) = (&options.redis, shared) else {
+    let Some(shared) = shared else {
         return Jobs::open(config)
             .map_err(anyhow::Error::msg)
             .with_context(|| format!("opening the job store in {}", options.data_dir.display()));
     };
-    let link = Arc::new(RedisLink::new(url, Arc::clone(shared)).map_err(anyhow::Error::msg)?);
+    let link = Arc::new(RedisLink::new(Arc::clone(shared)));
     let blobs = match &options.blob_store {
         Some(url) => BlobStore::open(url).map_err(anyhow::Error::msg)?,
         None => BlobStore::Redis(Arc::clone(&link)),
