@@ -33,7 +33,36 @@ class ApiError extends Error {
   }
 }
 
+// The API key, when the server asks for one (401): kept in sessionStorage, so for this tab only.
+const KEY_STORAGE = 'samserve-api-key';
+
+function authorization() {
+  const key = sessionStorage.getItem(KEY_STORAGE);
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
+/** Shows the key form: the server needs a key, or refused the one given. */
+function askForKey() {
+  const refused = Boolean(sessionStorage.getItem(KEY_STORAGE));
+  $('key-text').textContent = refused
+    ? 'The server refused this key. Enter another one.'
+    : 'This server needs an API key. The page keeps it for this tab only.';
+  $('key-form').hidden = false;
+  $('key-input').focus();
+}
+
+function useKey(event) {
+  event.preventDefault();
+  sessionStorage.setItem(KEY_STORAGE, $('key-input').value.trim());
+  $('key-input').value = '';
+  $('key-form').hidden = true;
+  showStatus('');
+  modelList = null;
+  offerModels();
+}
+
 async function apiError(response) {
+  if (response.status === 401) askForKey();
   try {
     const body = await response.json();
     return new ApiError(response.status, body.error.code, body.error.message);
@@ -45,7 +74,7 @@ async function apiError(response) {
 async function postJson(path, body, signal) {
   const response = await fetch(path, {
     method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
+    headers: { 'Content-Type': 'application/json', ...authorization() },
     body: JSON.stringify(body),
     signal,
   });
@@ -60,12 +89,14 @@ function uploadImage(file, model, onProgress) {
     request.open('POST', model ? `/v1/images?model=${encodeURIComponent(model)}` : '/v1/images');
     const type = file.type && file.type.startsWith('image/') ? file.type : 'application/octet-stream';
     request.setRequestHeader('Content-Type', type);
+    for (const [name, value] of Object.entries(authorization())) request.setRequestHeader(name, value);
     request.upload.onprogress = (event) => {
       if (event.lengthComputable) onProgress(event.loaded / event.total, 'Uploading…');
     };
     request.upload.onload = () => onProgress(1, 'Encoding…');
     request.onerror = () => reject(new ApiError(0, 'network', 'the server could not be reached'));
     request.onload = () => {
+      if (request.status === 401) askForKey();
       let body = null;
       try { body = JSON.parse(request.responseText); } catch { /* handled below */ }
       if (request.status === 200 && body) resolve(body);
@@ -567,8 +598,11 @@ function exportCoco() {
 /** The loaded models (GET /v1/models), asked once; an empty list when the server cannot say. */
 let modelList = null;
 function models() {
-  modelList = modelList || fetch('/v1/models')
-    .then((response) => (response.ok ? response.json() : { models: [] }))
+  modelList = modelList || fetch('/v1/models', { headers: authorization() })
+    .then((response) => {
+      if (response.status === 401) askForKey();
+      return response.ok ? response.json() : { models: [] };
+    })
     .then((body) => body.models || [])
     .catch(() => []);
   return modelList;
@@ -594,6 +628,7 @@ async function abilities(model) {
 async function offerModels() {
   const listed = await models();
   const select = $('model-select');
+  select.replaceChildren();
   for (const model of listed) {
     const option = document.createElement('option');
     option.value = model.name;
@@ -663,7 +698,7 @@ function showError(error) {
 // ---- Wiring ----------------------------------------------------------------------------------------------------
 
 function isTyping(event) {
-  return event.target instanceof HTMLInputElement && event.target.type === 'text';
+  return event.target instanceof HTMLInputElement && ['text', 'password'].includes(event.target.type);
 }
 
 function onKeyDown(event) {
@@ -739,6 +774,7 @@ function wire() {
     drawPrompts(null);
   });
   $('model-select').addEventListener('change', changeModel);
+  $('key-form').addEventListener('submit', useKey);
   render();
   offerModels();
   offerEverything();

@@ -5,6 +5,7 @@
 //! prompt -> [`model::prompt`] -> decoder -> low-res logits -> [`mask`] -> encodings ([`segment`]).
 
 pub mod amg;
+pub mod api_keys;
 pub mod batch;
 pub mod coco;
 pub mod engine;
@@ -16,6 +17,8 @@ pub mod jobs;
 pub mod mask;
 pub mod metrics;
 pub mod model;
+pub mod rate_limit;
 pub mod redis_target;
 pub mod segment;
+pub mod tenant;
 pub mod timing;

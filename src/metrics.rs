@@ -35,6 +35,8 @@ pub struct Metrics {
     pub redis_operations: IntCounterVec,
     /// Job images this process finished, by outcome (`succeeded`, `failed`).
     pub job_images: IntCounterVec,
+    /// Requests refused by a rate limit, by kind (`uploads`, `prompts`).
+    pub rate_limited: IntCounterVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -125,6 +127,11 @@ impl Metrics {
                 "samserve_job_images_total",
                 "batch job images this process finished, by outcome",
                 &["outcome"],
+            ),
+            rate_limited: counter(
+                "samserve_rate_limited_total",
+                "requests refused by a rate limit (429), by kind",
+                &["kind"],
             ),
             registry,
         }

@@ -162,15 +162,15 @@ fn start_failure(url: &str, env: &[(&str, &str)]) -> String {
 
 #[test]
 fn a_replica_takes_over_the_encode_of_one_that_died_holding_the_lock() {
-    use sha2::Digest;
     let redis = Redis::start();
     let server = replica(&redis);
     let image = landscape();
-    // The image's id, as the API derives it (model name, a zero byte, the bytes).
-    let digest = sha2::Sha256::new().chain_update(b"tiny").chain_update([0]).chain_update(&image).finalize();
-    let image_id: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    // A replica that took the image's lock and died: the lock stays until it expires unrefreshed.
+    // The image's id, as the replicas derive it: keyed by the secret they share through Redis.
     let mut connection = redis::Client::open(redis.url()).unwrap().get_connection().unwrap();
+    let secret: String = redis::cmd("GET").arg("samserve:id-secret").query(&mut connection).unwrap();
+    let secret = samserve::tenant::IdSecret::from_hex(&secret).unwrap();
+    let image_id = secret.image_id(&samserve::tenant::Tenant::anonymous(), "tiny", &image);
+    // A replica that took the image's lock and died: the lock stays until it expires unrefreshed.
     let lock = format!("samserve:encoding:{image_id}");
     redis::cmd("SET").arg(&lock).arg("a-dead-replica").arg("PX").arg(1500).query::<()>(&mut connection).unwrap();
     let started = Instant::now();

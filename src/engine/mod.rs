@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 use ndarray::Array2;
-use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use crate::amg::{self, AmgError, AmgInput, AmgParams, GeneratedMask};
@@ -25,6 +24,7 @@ use crate::image_input::{ImageError, ImageLimits, decode_image};
 use crate::metrics::Metrics;
 use crate::model::{Embedding, ModelError, Prompt, PromptError, SamModel};
 use crate::segment::{PromptResult, SegmentOptions, segment};
+use crate::tenant::{IdSecret, Tenant};
 use cache::ByteLru;
 use shared::SharedStore;
 
@@ -41,6 +41,8 @@ pub struct EngineConfig {
     /// Segment calls in flight at once (over all models).
     pub decoder_slots: usize,
     pub image_limits: ImageLimits,
+    /// What image ids are derived with (shared by replicas).
+    pub id_secret: IdSecret,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -85,6 +87,7 @@ impl From<AmgError> for EngineError {
 /// An encoded image in the cache.
 #[derive(Debug)]
 pub struct ImageRecord {
+    /// The id its tenant knows it by.
     pub image_id: String,
     pub model: String,
     pub width: usize,
@@ -129,6 +132,7 @@ pub struct Engine {
     default_model: String,
     config: EngineConfig,
     metrics: Arc<Metrics>,
+    /// Caches and encodes in flight are keyed by [`Tenant::scope`] of the id: each tenant sees only its own.
     embeddings: Mutex<ByteLru<String, Arc<ImageRecord>>>,
     logits: Mutex<ByteLru<String, Arc<Array2<f32>>>>,
     encoding: Mutex<HashMap<String, SharedEncode>>,
@@ -144,12 +148,6 @@ pub struct Engine {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Content address of an image for a model: the same bytes give the same id (per model, as embeddings differ).
-fn image_id(model: &str, bytes: &[u8]) -> String {
-    let digest = Sha256::new().chain_update(model.as_bytes()).chain_update([0]).chain_update(bytes).finalize();
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Engine {
@@ -203,18 +201,25 @@ impl Engine {
         self.models.get(name).cloned().ok_or_else(|| EngineError::ModelNotFound(name.to_string()))
     }
 
-    /// Decodes and encodes an uploaded image once, or finds it in the cache.
-    pub async fn add_image(self: &Arc<Self>, model: Option<&str>, bytes: Vec<u8>) -> Result<Upload, EngineError> {
+    /// Decodes and encodes an uploaded image once per tenant, or finds it in the tenant's cache. (Tenants do not
+    /// share encodes of identical images: a fast `cached` answer would tell one that another uploaded it.)
+    pub async fn add_image(
+        self: &Arc<Self>,
+        tenant: &Tenant,
+        model: Option<&str>,
+        bytes: Vec<u8>,
+    ) -> Result<Upload, EngineError> {
         let model = self.model(model)?;
-        let id = image_id(model.name(), &bytes);
+        let id = self.config.id_secret.image_id(tenant, model.name(), &bytes);
+        let key = tenant.scope(&id);
         let (encode, leader) = {
             // Holding `encoding` while looking in the cache: a finished encode is in the cache before it leaves
             // `encoding`, so no upload can miss both and start a second run.
             let mut encoding = lock(&self.encoding);
-            if let Some(record) = lock(&self.embeddings).get(&id, &self.metrics.embedding_cache) {
+            if let Some(record) = lock(&self.embeddings).get(&key, &self.metrics.embedding_cache) {
                 return Ok(Upload { record, cached: true });
             }
-            match encoding.get(&id) {
+            match encoding.get(&key) {
                 Some(running) => (running.clone(), false),
                 None => {
                     // Admission happens under the `encoding` lock, so the count cannot race past the bound.
@@ -227,8 +232,8 @@ impl Engine {
                     self.pending.fetch_add(1, Ordering::SeqCst);
                     self.metrics.encoder_queue_depth.inc();
                     let engine = Arc::clone(self);
-                    let run = engine.obtain(model, id.clone(), bytes).boxed().shared();
-                    encoding.insert(id, run.clone());
+                    let run = engine.obtain(model, key.clone(), id, bytes).boxed().shared();
+                    encoding.insert(key, run.clone());
                     // Driven on its own, so the work finishes even if every caller goes away.
                     tokio::spawn(run.clone());
                     (run, true)
@@ -239,24 +244,25 @@ impl Engine {
         Ok(Upload { record, cached: !(leader && encoded) })
     }
 
-    /// An admitted upload's embedding: from the replicas' shared store, else encoded here (once over all replicas
-    /// when they share one). Leaves it in the local cache.
+    /// An admitted upload's embedding (stored under `key`, known as `id`): from the replicas' shared store, else
+    /// encoded here (once over all replicas when they share one). Leaves it in the local cache.
     async fn obtain(
         self: Arc<Self>,
         model: Arc<SamModel>,
+        key: String,
         id: String,
         bytes: Vec<u8>,
     ) -> Result<(Arc<ImageRecord>, bool), EngineError> {
         let outcome = match self.shared.clone() {
-            Some(shared) => self.obtain_shared(&shared, model, &id, bytes).await,
-            None => self.encode(model, id.clone(), bytes).await.map(|record| (record, true)),
+            Some(shared) => self.obtain_shared(&shared, model, &key, id, bytes).await,
+            None => self.encode(model, id, bytes).await.map(|record| (record, true)),
         };
         self.pending.fetch_sub(1, Ordering::SeqCst);
         if let Ok((record, _)) = &outcome {
             let size = record.embedding.size_in_bytes();
-            lock(&self.embeddings).insert(id.clone(), Arc::clone(record), size, &self.metrics.embedding_cache);
+            lock(&self.embeddings).insert(key.clone(), Arc::clone(record), size, &self.metrics.embedding_cache);
         }
-        lock(&self.encoding).remove(&id);
+        lock(&self.encoding).remove(&key);
         outcome
     }
 
@@ -266,22 +272,23 @@ impl Engine {
         &self,
         shared: &SharedStore,
         model: Arc<SamModel>,
-        id: &str,
+        key: &str,
+        id: String,
         bytes: Vec<u8>,
     ) -> Result<(Arc<ImageRecord>, bool), EngineError> {
         let waited = Instant::now();
         loop {
-            if let Some(record) = self.shared_record(shared, id).await {
+            if let Some(record) = self.shared_record(shared, key, &id).await {
                 self.metrics.encoder_queue_depth.dec();
                 return Ok((record, false));
             }
-            match shared.lock_encoding(id, &self.replica).await {
+            match shared.lock_encoding(key, &self.replica).await {
                 Some(true) => break,
                 // Redis cannot say: encode here rather than wait on it.
-                None => return self.encode(model, id.to_string(), bytes).await.map(|record| (record, true)),
+                None => return self.encode(model, id, bytes).await.map(|record| (record, true)),
                 Some(false) => {
                     tracing::debug!(
-                        image_id = id,
+                        image = key,
                         seconds = waited.elapsed().as_secs_f64(),
                         "another replica is encoding"
                     );
@@ -289,45 +296,46 @@ impl Engine {
                 }
             }
         }
-        let encode = self.encode(model, id.to_string(), bytes);
+        let encode = self.encode(model, id, bytes);
         tokio::pin!(encode);
         let mut refresh = tokio::time::interval(shared::LOCK_REFRESH);
         refresh.tick().await;
         let outcome = loop {
             tokio::select! {
                 outcome = &mut encode => break outcome,
-                _ = refresh.tick() => shared.refresh_encoding_lock(id, &self.replica).await,
+                _ = refresh.tick() => shared.refresh_encoding_lock(key, &self.replica).await,
             }
         };
         if let Ok(record) = &outcome {
-            shared.put_embedding(id, &record_file(record)).await;
+            shared.put_embedding(key, &record_file(record)).await;
         }
-        shared.unlock_encoding(id, &self.replica).await;
+        shared.unlock_encoding(key, &self.replica).await;
         outcome.map(|record| (record, true))
     }
 
-    /// An image another replica encoded, from the shared store.
-    async fn shared_record(&self, shared: &SharedStore, id: &str) -> Option<Arc<ImageRecord>> {
-        let file = shared.embedding(id).await?;
+    /// An image another replica encoded (stored under `key`, known as `id`), from the shared store.
+    async fn shared_record(&self, shared: &SharedStore, key: &str, id: &str) -> Option<Arc<ImageRecord>> {
+        let file = shared.embedding(key).await?;
         match record_from_file(id, &file) {
             Ok(record) => Some(Arc::new(record)),
             Err(error) => {
-                tracing::warn!(image_id = id, %error, "an unreadable shared embedding: ignored");
+                tracing::warn!(image = key, %error, "an unreadable shared embedding: ignored");
                 None
             }
         }
     }
 
-    /// The record of an image: this replica's cache, else the shared store (then cached here too).
-    async fn find_record(&self, image_id: &str) -> Result<Arc<ImageRecord>, EngineError> {
-        if let Some(record) = lock(&self.embeddings).get(&image_id.to_string(), &self.metrics.embedding_cache) {
+    /// The record of a tenant's image: this replica's cache, else the shared store (then cached here too).
+    async fn find_record(&self, tenant: &Tenant, image_id: &str) -> Result<Arc<ImageRecord>, EngineError> {
+        let key = tenant.scope(image_id);
+        if let Some(record) = lock(&self.embeddings).get(&key, &self.metrics.embedding_cache) {
             return Ok(record);
         }
         let not_found = || EngineError::ImageNotFound(image_id.to_string());
         let shared = self.shared.as_deref().ok_or_else(not_found)?;
-        let record = self.shared_record(shared, image_id).await.ok_or_else(not_found)?;
+        let record = self.shared_record(shared, &key, image_id).await.ok_or_else(not_found)?;
         let size = record.embedding.size_in_bytes();
-        lock(&self.embeddings).insert(image_id.to_string(), Arc::clone(&record), size, &self.metrics.embedding_cache);
+        lock(&self.embeddings).insert(key, Arc::clone(&record), size, &self.metrics.embedding_cache);
         Ok(record)
     }
 
@@ -362,26 +370,27 @@ impl Engine {
         outcome.map(Arc::new)
     }
 
-    /// The record of an image (this replica's cache, without touching its recency, or the shared store).
-    pub async fn image(&self, image_id: &str) -> Option<Arc<ImageRecord>> {
-        let local = lock(&self.embeddings).peek(&image_id.to_string());
+    /// The record of a tenant's image (this replica's cache, without touching its recency, or the shared store).
+    pub async fn image(&self, tenant: &Tenant, image_id: &str) -> Option<Arc<ImageRecord>> {
+        let local = lock(&self.embeddings).peek(&tenant.scope(image_id));
         match local {
             Some(record) => Some(record),
-            None => self.find_record(image_id).await.ok(),
+            None => self.find_record(tenant, image_id).await.ok(),
         }
     }
 
-    /// Drops this replica's copy of an image another replica removed.
-    pub fn forget_image(&self, image_id: &str) {
-        lock(&self.embeddings).remove(&image_id.to_string(), &self.metrics.embedding_cache);
+    /// Drops this replica's copy of an image (by its storage key) that another replica removed.
+    pub fn forget_image(&self, key: &str) {
+        lock(&self.embeddings).remove(&key.to_string(), &self.metrics.embedding_cache);
     }
 
-    /// Frees an image's embedding, here, in the shared store and (announced through it) on the other replicas;
-    /// false if it was in neither.
-    pub async fn remove_image(&self, image_id: &str) -> bool {
-        let local = lock(&self.embeddings).remove(&image_id.to_string(), &self.metrics.embedding_cache);
+    /// Frees a tenant's image embedding, here, in the shared store and (announced through it) on the other
+    /// replicas; false if it was in neither.
+    pub async fn remove_image(&self, tenant: &Tenant, image_id: &str) -> bool {
+        let key = tenant.scope(image_id);
+        let local = lock(&self.embeddings).remove(&key, &self.metrics.embedding_cache);
         let shared = match &self.shared {
-            Some(shared) => shared.remove_embedding(image_id).await,
+            Some(shared) => shared.remove_embedding(&key).await,
             None => false,
         };
         local || shared
@@ -391,17 +400,19 @@ impl Engine {
     /// the `logits_id` of its best mask.
     pub async fn segment(
         &self,
+        tenant: &Tenant,
         image_id: &str,
         requests: Vec<PromptRequest>,
         options: SegmentOptions,
     ) -> Result<Segmentation, EngineError> {
-        let record = self.find_record(image_id).await?;
-        self.segment_record(record, requests, options).await
+        let record = self.find_record(tenant, image_id).await?;
+        self.segment_record(tenant, record, requests, options).await
     }
 
     /// [`Engine::segment`] for a record in hand (an upload just made), whatever the cache has done since.
     pub async fn segment_record(
         &self,
+        tenant: &Tenant,
         record: Arc<ImageRecord>,
         requests: Vec<PromptRequest>,
         options: SegmentOptions,
@@ -409,7 +420,7 @@ impl Engine {
         let mut prompts = Vec::with_capacity(requests.len());
         for PromptRequest { mut prompt, mask_input } in requests {
             if let Some(logits_id) = mask_input {
-                prompt.mask_input = Some(self.find_logits(&logits_id).await?);
+                prompt.mask_input = Some(self.find_logits(tenant, &logits_id).await?);
             }
             prompts.push(prompt);
         }
@@ -432,11 +443,12 @@ impl Engine {
             for result in &mut results {
                 for mask in &mut result.masks {
                     let logits_id = uuid::Uuid::new_v4().simple().to_string();
+                    let key = tenant.scope(&logits_id);
                     let size = mask.low_res.len() * std::mem::size_of::<f32>();
-                    logits.insert(logits_id.clone(), Arc::clone(&mask.low_res), size, &self.metrics.logits_cache);
                     if self.shared.is_some() {
-                        shared_logits.push((logits_id.clone(), logits_file(&mask.low_res)));
+                        shared_logits.push((key.clone(), logits_file(&mask.low_res)));
                     }
+                    logits.insert(key, Arc::clone(&mask.low_res), size, &self.metrics.logits_cache);
                     mask.logits_id = Some(logits_id);
                 }
                 result.logits_id = result.masks.first().and_then(|best| best.logits_id.clone());
@@ -449,24 +461,31 @@ impl Engine {
         Ok(Segmentation { record, results, decode_ms })
     }
 
-    /// Logits named by a `logits_id`: this replica's cache, else the shared store.
-    async fn find_logits(&self, logits_id: &str) -> Result<Arc<Array2<f32>>, EngineError> {
-        if let Some(logits) = lock(&self.logits).get(&logits_id.to_string(), &self.metrics.logits_cache) {
+    /// A tenant's logits named by a `logits_id`: this replica's cache, else the shared store.
+    async fn find_logits(&self, tenant: &Tenant, logits_id: &str) -> Result<Arc<Array2<f32>>, EngineError> {
+        let key = tenant.scope(logits_id);
+        if let Some(logits) = lock(&self.logits).get(&key, &self.metrics.logits_cache) {
             return Ok(logits);
         }
         let not_found = || EngineError::LogitsNotFound(logits_id.to_string());
         let shared = self.shared.as_deref().ok_or_else(not_found)?;
-        let bytes = shared.logits(logits_id).await.ok_or_else(not_found)?;
+        let bytes = shared.logits(&key).await.ok_or_else(not_found)?;
         let logits = Arc::new(logits_from_file(&bytes).ok_or_else(not_found)?);
         let size = logits.len() * std::mem::size_of::<f32>();
-        lock(&self.logits).insert(logits_id.to_string(), Arc::clone(&logits), size, &self.metrics.logits_cache);
+        lock(&self.logits).insert(key, Arc::clone(&logits), size, &self.metrics.logits_cache);
         Ok(logits)
     }
 
-    /// Automatic mask generation on a cached image (one crop layer: crops need the pixels, see [`amg::generate`]).
-    pub async fn everything(&self, image_id: &str, params: AmgParams) -> Result<Everything, EngineError> {
+    /// Automatic mask generation on a tenant's cached image (one crop layer: crops need the pixels, see
+    /// [`amg::generate`]).
+    pub async fn everything(
+        &self,
+        tenant: &Tenant,
+        image_id: &str,
+        params: AmgParams,
+    ) -> Result<Everything, EngineError> {
         params.validate()?;
-        let record = self.find_record(image_id).await?;
+        let record = self.find_record(tenant, image_id).await?;
         let model = self.model(Some(&record.model))?;
         let _slot = self.decoder_slots.acquire().await.expect("the semaphore is never closed");
         let job_record = Arc::clone(&record);

@@ -13,6 +13,7 @@ use redis::{Cmd, FromRedisValue};
 
 use crate::metrics::Metrics;
 use crate::redis_target::{AsyncConnection, RedisTarget};
+use crate::tenant::IdSecret;
 
 /// How long an encoder lock lives without being refreshed: a replica that dies holding it is replaced after this.
 pub const LOCK_TTL: Duration = Duration::from_secs(15);
@@ -36,20 +37,24 @@ pub struct SharedStore {
     metrics: std::sync::Arc<Metrics>,
 }
 
-fn embedding_key(image_id: &str) -> String {
-    format!("samserve:embedding:{image_id}")
+// Keys of images and logits are [`crate::tenant::Tenant::scope`]s: `TENANT.ID`, or the id alone without API keys.
+fn embedding_key(key: &str) -> String {
+    format!("samserve:embedding:{key}")
 }
 
-fn lock_key(image_id: &str) -> String {
-    format!("samserve:encoding:{image_id}")
+fn lock_key(key: &str) -> String {
+    format!("samserve:encoding:{key}")
 }
 
 /// Where a replica announces the images it removed, so that the others drop their local copies.
 const REMOVED_CHANNEL: &str = "samserve:removed";
 
-fn logits_key(logits_id: &str) -> String {
-    format!("samserve:logits:{logits_id}")
+fn logits_key(key: &str) -> String {
+    format!("samserve:logits:{key}")
 }
+
+/// The server secret image ids are derived with, the same for every replica of this Redis.
+const ID_SECRET_KEY: &str = "samserve:id-secret";
 
 impl SharedStore {
     /// Connects and checks that Redis answers; the error is one line for the operator.
@@ -60,6 +65,27 @@ impl SharedStore {
         let _: String =
             redis::cmd("PING").query_async(&mut connection).await.map_err(|e| format!("Redis at {shown}: {e}"))?;
         Ok(Self { target, connection, ttl, down: Mutex::new(None), metrics })
+    }
+
+    /// The secret every replica derives image ids with: the first replica to start stores one (without expiry, so
+    /// `volatile-lru` never evicts it), the others read it. Should Redis lose it, ids change with it, as the shared
+    /// embeddings they named are gone too.
+    pub async fn id_secret(&self) -> Result<IdSecret, String> {
+        let mut connection = self.connection.clone();
+        let drawn = IdSecret::random().to_hex();
+        let _: Option<String> = redis::cmd("SET")
+            .arg(ID_SECRET_KEY)
+            .arg(&drawn)
+            .arg("NX")
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| format!("storing the id secret in Redis: {e}"))?;
+        let stored: String = redis::cmd("GET")
+            .arg(ID_SECRET_KEY)
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| format!("reading the id secret from Redis: {e}"))?;
+        IdSecret::from_hex(&stored).ok_or_else(|| format!("{ID_SECRET_KEY} in Redis is not 64 hex digits"))
     }
 
     /// The Redis this store talks to, for other connections to the same one.
@@ -114,25 +140,24 @@ impl SharedStore {
     }
 
     /// A shared embedding file ([`crate::model::Embedding::to_safetensors`]), if some replica stored it.
-    pub async fn embedding(&self, image_id: &str) -> Option<Vec<u8>> {
-        self.run::<Option<Vec<u8>>>("get_embedding", redis::cmd("GET").arg(embedding_key(image_id))).await.flatten()
+    pub async fn embedding(&self, key: &str) -> Option<Vec<u8>> {
+        self.run::<Option<Vec<u8>>>("get_embedding", redis::cmd("GET").arg(embedding_key(key))).await.flatten()
     }
 
-    pub async fn put_embedding(&self, image_id: &str, file: &[u8]) {
+    pub async fn put_embedding(&self, key: &str, file: &[u8]) {
         let mut command = redis::cmd("SET");
-        command.arg(embedding_key(image_id)).arg(file).arg("PX").arg(self.ttl.as_millis() as u64);
+        command.arg(embedding_key(key)).arg(file).arg("PX").arg(self.ttl.as_millis() as u64);
         let _: Option<()> = self.run("put_embedding", &command).await;
     }
 
     /// Removes the shared embedding and tells every replica to drop its copy; whether Redis had one.
-    pub async fn remove_embedding(&self, image_id: &str) -> bool {
-        let removed = self.run::<u64>("remove_embedding", redis::cmd("DEL").arg(embedding_key(image_id))).await;
-        let _: Option<u64> =
-            self.run("publish_removal", redis::cmd("PUBLISH").arg(REMOVED_CHANNEL).arg(image_id)).await;
+    pub async fn remove_embedding(&self, key: &str) -> bool {
+        let removed = self.run::<u64>("remove_embedding", redis::cmd("DEL").arg(embedding_key(key))).await;
+        let _: Option<u64> = self.run("publish_removal", redis::cmd("PUBLISH").arg(REMOVED_CHANNEL).arg(key)).await;
         removed.unwrap_or(0) > 0
     }
 
-    /// Calls `removed` with every image id another replica removes, for the life of the process (resubscribing
+    /// Calls `removed` with the storage key of every image another replica removes, for the life of the process (resubscribing
     /// after an outage; removals announced during one are missed, and those copies age out of the LRU).
     pub async fn follow_removals(&self, removed: impl Fn(&str)) {
         loop {
@@ -141,8 +166,8 @@ impl SharedStore {
             {
                 let mut messages = pubsub.on_message();
                 while let Some(message) = futures_util::StreamExt::next(&mut messages).await {
-                    if let Ok(image_id) = message.get_payload::<String>() {
-                        removed(&image_id);
+                    if let Ok(key) = message.get_payload::<String>() {
+                        removed(&key);
                     }
                 }
             }
@@ -152,27 +177,27 @@ impl SharedStore {
 
     /// Takes the encoder lock of an image for `owner`: `Some(true)` when taken, `Some(false)` when another replica
     /// holds it, `None` when Redis cannot say.
-    pub async fn lock_encoding(&self, image_id: &str, owner: &str) -> Option<bool> {
+    pub async fn lock_encoding(&self, key: &str, owner: &str) -> Option<bool> {
         let mut command = redis::cmd("SET");
-        command.arg(lock_key(image_id)).arg(owner).arg("NX").arg("PX").arg(LOCK_TTL.as_millis() as u64);
+        command.arg(lock_key(key)).arg(owner).arg("NX").arg("PX").arg(LOCK_TTL.as_millis() as u64);
         self.run::<Option<String>>("lock", &command).await.map(|answer| answer.is_some())
     }
 
-    pub async fn refresh_encoding_lock(&self, image_id: &str, owner: &str) {
+    pub async fn refresh_encoding_lock(&self, key: &str, owner: &str) {
         let mut command = redis::cmd("EVAL");
-        command.arg(REFRESH_SCRIPT).arg(1).arg(lock_key(image_id)).arg(owner).arg(LOCK_TTL.as_millis() as u64);
+        command.arg(REFRESH_SCRIPT).arg(1).arg(lock_key(key)).arg(owner).arg(LOCK_TTL.as_millis() as u64);
         let _: Option<i64> = self.run("refresh_lock", &command).await;
     }
 
-    pub async fn unlock_encoding(&self, image_id: &str, owner: &str) {
+    pub async fn unlock_encoding(&self, key: &str, owner: &str) {
         let mut command = redis::cmd("EVAL");
-        command.arg(UNLOCK_SCRIPT).arg(1).arg(lock_key(image_id)).arg(owner);
+        command.arg(UNLOCK_SCRIPT).arg(1).arg(lock_key(key)).arg(owner);
         let _: Option<i64> = self.run("unlock", &command).await;
     }
 
-    /// Low-res logits ([h, w] f32, little-endian) a replica stored for a `logits_id`.
-    pub async fn logits(&self, logits_id: &str) -> Option<Vec<u8>> {
-        self.run::<Option<Vec<u8>>>("get_logits", redis::cmd("GET").arg(logits_key(logits_id))).await.flatten()
+    /// Low-res logits ([h, w] f32, little-endian) a replica stored for a `logits_id` (stored under its tenant's key).
+    pub async fn logits(&self, key: &str) -> Option<Vec<u8>> {
+        self.run::<Option<Vec<u8>>>("get_logits", redis::cmd("GET").arg(logits_key(key))).await.flatten()
     }
 
     /// Stores several logits at once (sent together on the one multiplexed connection; a cluster spreads them).
@@ -180,9 +205,9 @@ impl SharedStore {
         if entries.is_empty() || self.skipping("put_logits") {
             return;
         }
-        let writes = entries.iter().map(|(logits_id, bytes)| {
+        let writes = entries.iter().map(|(key, bytes)| {
             let mut command = redis::cmd("SET");
-            command.arg(logits_key(logits_id)).arg(bytes).arg("PX").arg(self.ttl.as_millis() as u64);
+            command.arg(logits_key(key)).arg(bytes).arg("PX").arg(self.ttl.as_millis() as u64);
             let mut connection = self.connection.clone();
             async move { command.query_async::<()>(&mut connection).await }
         });

@@ -8,6 +8,7 @@ use super::error::{ApiError, ErrorBody};
 use super::{AppState, body};
 use crate::amg::{AmgParams, EverythingMask, encode_all};
 use crate::segment::OutputFormat;
+use crate::tenant::Tenant;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct EverythingResponse {
@@ -56,11 +57,12 @@ pub async fn everything(
     request: HttpRequest,
     payload: Payload,
     image_id: Path<String>,
+    tenant: Tenant,
 ) -> Result<HttpResponse, ApiError> {
     let engine = state.engine()?;
     let text = body::read_body(&request, payload, state.limits.max_json_bytes).await?;
     let (params, output) = parse_request(&text)?;
-    let done = state.within_time_limit(engine.everything(&image_id, params)).await??;
+    let done = state.within_time_limit(engine.everything(&tenant, &image_id, params)).await??;
     let masks = encode_all(&done.masks, &output);
     Ok(HttpResponse::Ok().json(EverythingResponse {
         image_id: done.record.image_id.clone(),

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{ApiError, ErrorBody};
 use super::{AppState, body};
 use crate::engine::ImageRecord;
+use crate::tenant::Tenant;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -18,7 +19,8 @@ pub struct ModelQuery {
 /// An encoded image.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ImageInfo {
-    /// Derived from the image bytes (and the model): the same image gives the same id.
+    /// Derived from the image bytes, the model, the tenant and a server secret: the same tenant uploading the same
+    /// image for the same model gets the same id; nobody can compute it from the image.
     pub image_id: String,
     pub model: String,
     /// Width after EXIF orientation, in pixels.
@@ -69,10 +71,11 @@ pub async fn upload(
     request: HttpRequest,
     payload: Payload,
     query: Query<ModelQuery>,
+    tenant: Tenant,
 ) -> Result<HttpResponse, ApiError> {
     let engine = state.engine()?;
     let bytes = body::read_image_upload(&request, payload, state.limits.max_body_bytes).await?;
-    let upload = state.within_time_limit(engine.add_image(query.model.as_deref(), bytes)).await??;
+    let upload = state.within_time_limit(engine.add_image(&tenant, query.model.as_deref(), bytes)).await??;
     Ok(HttpResponse::Ok().json(ImageInfo::new(&upload.record, upload.cached)))
 }
 
@@ -82,8 +85,8 @@ pub async fn upload(
     responses((status = 200, body = ImageInfo), (status = 404, description = "unknown or evicted", body = ErrorBody))
 )]
 #[get("/v1/images/{image_id}")]
-pub async fn metadata(state: Data<AppState>, image_id: Path<String>) -> Result<HttpResponse, ApiError> {
-    let record = state.engine()?.image(&image_id).await.ok_or_else(|| image_not_found(&image_id))?;
+pub async fn metadata(state: Data<AppState>, image_id: Path<String>, tenant: Tenant) -> Result<HttpResponse, ApiError> {
+    let record = state.engine()?.image(&tenant, &image_id).await.ok_or_else(|| image_not_found(&image_id))?;
     Ok(HttpResponse::Ok().json(ImageInfo::new(&record, true)))
 }
 
@@ -93,8 +96,8 @@ pub async fn metadata(state: Data<AppState>, image_id: Path<String>) -> Result<H
     responses((status = 204, description = "deleted"), (status = 404, description = "unknown or evicted", body = ErrorBody))
 )]
 #[delete("/v1/images/{image_id}")]
-pub async fn remove(state: Data<AppState>, image_id: Path<String>) -> Result<HttpResponse, ApiError> {
-    if state.engine()?.remove_image(&image_id).await {
+pub async fn remove(state: Data<AppState>, image_id: Path<String>, tenant: Tenant) -> Result<HttpResponse, ApiError> {
+    if state.engine()?.remove_image(&tenant, &image_id).await {
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(image_not_found(&image_id))

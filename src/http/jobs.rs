@@ -18,6 +18,7 @@ use crate::amg::AmgParams;
 use crate::batch::{BatchTask, CocoResults};
 use crate::jobs::{JobStatus, JobSummary, Jobs, JobsError, Removal, StagedUpload};
 use crate::segment::{OutputFormat, PromptSpec};
+use crate::tenant::Tenant;
 
 #[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -113,12 +114,13 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
 /// Runs `query` on the job store off the executor; `None` from it is 404 `job_not_found`.
 async fn query_job<T: Send + 'static>(
     state: &AppState,
+    tenant: Tenant,
     id: String,
-    query: impl FnOnce(&Jobs, &str) -> Result<Option<T>, JobsError> + Send + 'static,
+    query: impl FnOnce(&Jobs, &Tenant, &str) -> Result<Option<T>, JobsError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let jobs = state.jobs()?;
     let lookup = id.clone();
-    blocking(move || query(&jobs, &lookup)).await?.map_err(store_failed)?.ok_or_else(|| job_not_found(&id))
+    blocking(move || query(&jobs, &tenant, &lookup)).await?.map_err(store_failed)?.ok_or_else(|| job_not_found(&id))
 }
 
 /// The task a spec asks for, checked against the uploaded file names.
@@ -217,6 +219,7 @@ pub async fn submit(
     request: HttpRequest,
     payload: Payload,
     query: Query<ModelQuery>,
+    tenant: Tenant,
 ) -> Result<HttpResponse, ApiError> {
     let (engine, jobs) = (state.engine()?, state.jobs()?);
     if !body::is_multipart(&request) {
@@ -245,7 +248,7 @@ pub async fn submit(
     task.check_model(&engine.model_map()[&model]).map_err(ApiError::invalid_request)?;
     let job_id = {
         let (jobs, model) = (Arc::clone(&jobs), model.clone());
-        blocking(move || jobs.submit(&model, &task, upload)).await?
+        blocking(move || jobs.submit(&tenant, &model, &task, upload)).await?
     }
     .map_err(store_failed)?;
     tracing::info!(job = job_id, images = files.len(), %model, "job accepted");
@@ -262,8 +265,8 @@ pub async fn submit(
     )
 )]
 #[get("/v1/jobs/{job_id}")]
-pub async fn status(state: Data<AppState>, job_id: Path<String>) -> Result<HttpResponse, ApiError> {
-    let summary = query_job(&state, job_id.into_inner(), |jobs, id| jobs.summary(id)).await?;
+pub async fn status(state: Data<AppState>, job_id: Path<String>, tenant: Tenant) -> Result<HttpResponse, ApiError> {
+    let summary = query_job(&state, tenant, job_id.into_inner(), |jobs, tenant, id| jobs.summary(tenant, id)).await?;
     Ok(HttpResponse::Ok().json(JobStatusResponse::from(summary)))
 }
 
@@ -277,8 +280,9 @@ pub async fn status(state: Data<AppState>, job_id: Path<String>) -> Result<HttpR
     )
 )]
 #[get("/v1/jobs/{job_id}/results")]
-pub async fn results(state: Data<AppState>, job_id: Path<String>) -> Result<HttpResponse, ApiError> {
-    let results: CocoResults = query_job(&state, job_id.into_inner(), |jobs, id| jobs.results(id)).await?;
+pub async fn results(state: Data<AppState>, job_id: Path<String>, tenant: Tenant) -> Result<HttpResponse, ApiError> {
+    let results: CocoResults =
+        query_job(&state, tenant, job_id.into_inner(), |jobs, tenant, id| jobs.results(tenant, id)).await?;
     Ok(HttpResponse::Ok().json(results))
 }
 
@@ -294,12 +298,13 @@ pub async fn results(state: Data<AppState>, job_id: Path<String>) -> Result<Http
     )
 )]
 #[delete("/v1/jobs/{job_id}")]
-pub async fn remove(state: Data<AppState>, job_id: Path<String>) -> Result<HttpResponse, ApiError> {
-    let (removal, summary) = query_job(&state, job_id.into_inner(), |jobs, id| match jobs.remove(id)? {
-        Removal::NotFound => Ok(None),
-        removal => Ok(Some((removal, jobs.summary(id)?))),
-    })
-    .await?;
+pub async fn remove(state: Data<AppState>, job_id: Path<String>, tenant: Tenant) -> Result<HttpResponse, ApiError> {
+    let (removal, summary) =
+        query_job(&state, tenant, job_id.into_inner(), |jobs, tenant, id| match jobs.remove(tenant, id)? {
+            Removal::NotFound => Ok(None),
+            removal => Ok(Some((removal, jobs.summary(tenant, id)?))),
+        })
+        .await?;
     match (removal, summary) {
         (Removal::Cancelled, Some(summary)) => Ok(HttpResponse::Ok().json(JobStatusResponse::from(summary))),
         _ => Ok(HttpResponse::NoContent().finish()),

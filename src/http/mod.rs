@@ -1,5 +1,6 @@
 //! The HTTP service (docs/api.md): actix-web, one module per route group, one error type.
 
+mod auth;
 mod body;
 mod error;
 mod everything;
@@ -7,6 +8,7 @@ mod images;
 mod jobs;
 mod ops;
 mod page;
+mod rate;
 mod segment;
 
 use std::future::Future;
@@ -25,6 +27,10 @@ use utoipa::OpenApi;
 
 pub use error::ApiError;
 
+use auth::ApiKeySpec;
+use rate::RateLimitSpec;
+
+use crate::api_keys::ApiKeys;
 use crate::engine::shared::SharedStore;
 use crate::engine::{Engine, EngineConfig};
 use crate::hub::{self, Hub, ModelSpec};
@@ -33,6 +39,8 @@ use crate::jobs::{BlobStore, Jobs, JobsConfig, RedisLink};
 use crate::metrics::Metrics;
 use crate::model::manifest::is_model_folder;
 use crate::model::{BUILTIN_MODEL, Runtime, SamModel, SessionCounts};
+use crate::rate_limit::{Limiter, RateLimit};
+use crate::tenant::IdSecret;
 
 /// Options of `samserve serve`; each is also an environment variable.
 #[derive(Debug, Clone, clap::Args)]
@@ -121,6 +129,37 @@ pub struct ServeOptions {
     /// Seconds after which a job image whose replica stopped answering (killed, cut off) is taken by another.
     #[arg(long = "job-claim-timeout-s", env = "SAMSERVE_JOB_CLAIM_TIMEOUT_S", default_value_t = 60.0)]
     pub job_claim_timeout_s: f64,
+    /// API keys, one `TENANT:KEY` per line (`#` comments; read again on SIGHUP): every route but the page, health
+    /// checks, the spec and /metrics then needs `Authorization: Bearer KEY`, and each tenant sees only its own
+    /// images, refinements and jobs (docs/security.md).
+    #[arg(long = "api-keys", env = "SAMSERVE_API_KEYS_FILE", value_name = "FILE")]
+    pub api_keys_file: Option<PathBuf>,
+    /// API keys given inline instead of a file: `TENANT:KEY` pairs separated by commas.
+    #[arg(
+        long = "api-key-list",
+        env = "SAMSERVE_API_KEYS",
+        value_name = "PAIRS",
+        hide_env_values = true,
+        conflicts_with = "api_keys_file"
+    )]
+    pub api_key_list: Option<String>,
+    /// With API keys, /metrics needs a key too (any tenant's).
+    #[arg(long, env = "SAMSERVE_METRICS_REQUIRE_KEY")]
+    pub metrics_require_key: bool,
+    /// Uploads (images, one-shot segments, jobs) per second for each tenant, or each client address without API
+    /// keys; more get 429 with Retry-After. Fractions allowed (0.5: one every 2 s). Default: unlimited.
+    #[arg(long, env = "SAMSERVE_RATE_UPLOADS", value_parser = positive_rate)]
+    pub rate_uploads: Option<f64>,
+    /// Uploads at once after a quiet while (with --rate-uploads).
+    #[arg(long, env = "SAMSERVE_RATE_UPLOADS_BURST", default_value_t = 10, value_parser = at_least_one)]
+    pub rate_uploads_burst: usize,
+    /// Prompt requests (segment or everything on an uploaded image) per second for each tenant or client address.
+    /// Default: unlimited.
+    #[arg(long, env = "SAMSERVE_RATE_PROMPTS", value_parser = positive_rate)]
+    pub rate_prompts: Option<f64>,
+    /// Prompt requests at once after a quiet while (with --rate-prompts).
+    #[arg(long, env = "SAMSERVE_RATE_PROMPTS_BURST", default_value_t = 50, value_parser = at_least_one)]
+    pub rate_prompts_burst: usize,
     /// Seconds that in-flight requests get to finish after SIGTERM (Ctrl-C stops at once).
     #[arg(long, env = "SAMSERVE_SHUTDOWN_TIMEOUT_S", default_value_t = 30)]
     pub shutdown_timeout_s: u64,
@@ -140,6 +179,15 @@ fn at_least_one(text: &str) -> Result<usize, String> {
     }
 }
 
+/// A rate: a finite number of requests per second above 0.
+fn positive_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        Ok(_) => Err("must be a number of requests per second above 0".to_string()),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
 /// Limits the handlers apply.
 #[derive(Debug, Clone)]
 pub struct HttpLimits {
@@ -151,13 +199,17 @@ pub struct HttpLimits {
     pub max_job_images: usize,
 }
 
-/// What every handler gets: the engine once the models are loaded, the metrics and the limits.
+/// What every handler gets: the engine once the models are loaded, the metrics, the limits and the API keys.
 pub struct AppState {
     engine: OnceLock<Arc<Engine>>,
     /// Set with the engine: jobs start once the models are loaded.
     jobs: OnceLock<Arc<Jobs>>,
     metrics: Arc<Metrics>,
     limits: HttpLimits,
+    /// `None`: no keys, one anonymous tenant.
+    keys: Option<Arc<ApiKeys>>,
+    metrics_require_key: bool,
+    rates: rate::RateLimits,
 }
 
 impl AppState {
@@ -198,7 +250,8 @@ impl AppState {
         ops::readyz,
         ops::metrics,
         ops::openapi
-    )
+    ),
+    modifiers(&ApiKeySpec, &RateLimitSpec)
 )]
 pub struct ApiDoc;
 
@@ -223,6 +276,7 @@ fn load_engine(
     runtime: &Runtime,
     options: &ServeOptions,
     specs: Vec<ModelSpec>,
+    id_secret: IdSecret,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<Engine> {
     let sessions = SessionCounts { encoder: options.encoder_sessions, decoder: options.decoder_sessions };
@@ -255,6 +309,7 @@ fn load_engine(
         encoder_slots: options.encoder_sessions,
         decoder_slots: options.decoder_sessions * models.len(),
         image_limits: ImageLimits { max_bytes: options.max_body_mb << 20, max_pixels: options.max_pixels },
+        id_secret,
     };
     Ok(Engine::new(models, default_model, config, metrics))
 }
@@ -266,6 +321,30 @@ async fn watch_redis(store: Arc<SharedStore>) {
         every.tick().await;
         store.ping().await;
     }
+}
+
+/// The API keys of the options, if any; a keys file is read again on SIGHUP.
+fn load_api_keys(options: &ServeOptions) -> anyhow::Result<Option<Arc<ApiKeys>>> {
+    let keys = match (&options.api_keys_file, &options.api_key_list) {
+        (Some(path), _) => ApiKeys::from_file(path.clone()),
+        (None, Some(list)) => ApiKeys::from_list(list),
+        (None, None) => return Ok(None),
+    };
+    let keys = Arc::new(keys.map_err(anyhow::Error::msg)?);
+    #[cfg(unix)]
+    if options.api_keys_file.is_some() {
+        let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let reloaded = Arc::clone(&keys);
+        actix_web::rt::spawn(async move {
+            while hangups.recv().await.is_some() {
+                match reloaded.reload() {
+                    Ok(count) => tracing::info!(keys = count, "API keys reloaded"),
+                    Err(error) => tracing::error!(%error, "API keys not reloaded: the previous keys stay in force"),
+                }
+            }
+        });
+    }
+    Ok(Some(keys))
 }
 
 /// Counts, times and logs every request by its route pattern (not its raw path, to keep label sets small).
@@ -362,10 +441,24 @@ pub async fn serve(runtime: Runtime, options: ServeOptions) -> anyhow::Result<()
         }
         None => None,
     };
+    let id_secret = match &shared {
+        Some(store) => store.id_secret().await.map_err(anyhow::Error::msg)?,
+        None => IdSecret::random(),
+    };
     let jobs = Arc::new(open_jobs(&options, shared.as_ref())?);
     let state = Data::new(AppState {
         engine: OnceLock::new(),
         jobs: OnceLock::new(),
+        keys: load_api_keys(&options)?,
+        metrics_require_key: options.metrics_require_key,
+        rates: rate::RateLimits {
+            uploads: options
+                .rate_uploads
+                .map(|rate| Limiter::new(RateLimit { rate, burst: options.rate_uploads_burst as f64 })),
+            prompts: options
+                .rate_prompts
+                .map(|rate| Limiter::new(RateLimit { rate, burst: options.rate_prompts_burst as f64 })),
+        },
         metrics: Arc::clone(&metrics),
         limits: HttpLimits {
             max_body_bytes: options.max_body_mb << 20,
@@ -381,7 +474,13 @@ pub async fn serve(runtime: Runtime, options: ServeOptions) -> anyhow::Result<()
     let address = listener.local_addr()?;
     let app_state = state.clone();
     let mut server = HttpServer::new(move || {
-        App::new().app_data(app_state.clone()).configure(extractor_errors).configure(routes).wrap(from_fn(observe))
+        App::new()
+            .app_data(app_state.clone())
+            .configure(extractor_errors)
+            .configure(routes)
+            .wrap(from_fn(rate::limit_rates))
+            .wrap(from_fn(auth::authenticate))
+            .wrap(from_fn(observe))
     })
     .shutdown_timeout(options.shutdown_timeout_s)
     .listen(listener)?;
@@ -397,7 +496,8 @@ pub async fn serve(runtime: Runtime, options: ServeOptions) -> anyhow::Result<()
     let loader_failure = Arc::clone(&failure);
     let job_metrics = Arc::clone(&metrics);
     actix_web::rt::spawn(async move {
-        let loaded = tokio::task::spawn_blocking(move || load_engine(&runtime, &options, specs, metrics)).await;
+        let loaded =
+            tokio::task::spawn_blocking(move || load_engine(&runtime, &options, specs, id_secret, metrics)).await;
         let loaded = loaded.map(|engine| {
             engine.map(|engine| match shared {
                 Some(store) => engine.with_shared_store(store),
@@ -412,7 +512,7 @@ pub async fn serve(runtime: Runtime, options: ServeOptions) -> anyhow::Result<()
                     let follower = Arc::clone(&engine);
                     actix_web::rt::spawn(async move {
                         let store = follower.shared_store().expect("checked above");
-                        store.follow_removals(|image_id| follower.forget_image(image_id)).await;
+                        store.follow_removals(|key| follower.forget_image(key)).await;
                     });
                 }
                 let _ = state.engine.set(engine);
@@ -443,6 +543,9 @@ mod tests {
         let state = Data::new(AppState {
             engine: OnceLock::new(),
             jobs: OnceLock::new(),
+            keys: None,
+            metrics_require_key: false,
+            rates: rate::RateLimits::default(),
             metrics: Arc::new(Metrics::new()),
             limits: HttpLimits {
                 max_body_bytes: 1 << 20,
@@ -453,7 +556,10 @@ mod tests {
                 max_job_images: 4,
             },
         });
-        let app = test::init_service(App::new().app_data(state).configure(routes).wrap(from_fn(observe))).await;
+        let app = test::init_service(
+            App::new().app_data(state).configure(routes).wrap(from_fn(auth::authenticate)).wrap(from_fn(observe)),
+        )
+        .await;
         let status = |path: &'static str| {
             let request = test::TestRequest::get().uri(path).to_request();
             test::call_service(&app, request)

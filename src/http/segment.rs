@@ -9,6 +9,7 @@ use super::images::ModelQuery;
 use super::{AppState, body};
 use crate::engine::{PromptRequest, Segmentation};
 use crate::segment::{OutputFormat, PromptResult, PromptSpec, SegmentOptions, SmallRegions};
+use crate::tenant::Tenant;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -102,11 +103,12 @@ pub async fn segment_image(
     request: HttpRequest,
     payload: Payload,
     image_id: Path<String>,
+    tenant: Tenant,
 ) -> Result<HttpResponse, ApiError> {
     let engine = state.engine()?;
     let text = body::read_body(&request, payload, state.limits.max_json_bytes).await?;
     let (prompts, options) = prompt_requests(body::parse_json(&text)?, state.limits.max_prompts)?;
-    let done = state.within_time_limit(engine.segment(&image_id, prompts, options)).await??;
+    let done = state.within_time_limit(engine.segment(&tenant, &image_id, prompts, options)).await??;
     Ok(HttpResponse::Ok().json(SegmentResponse::from(done)))
 }
 
@@ -131,6 +133,7 @@ pub async fn segment_once(
     request: HttpRequest,
     payload: Payload,
     query: Query<ModelQuery>,
+    tenant: Tenant,
 ) -> Result<HttpResponse, ApiError> {
     let engine = state.engine()?;
     if !body::is_multipart(&request) {
@@ -143,8 +146,8 @@ pub async fn segment_once(
     let (prompts, options) = prompt_requests(body::parse_json(&request_json)?, state.limits.max_prompts)?;
     let done = state
         .within_time_limit(async {
-            let upload = engine.add_image(query.model.as_deref(), image).await?;
-            engine.segment_record(upload.record, prompts, options).await
+            let upload = engine.add_image(&tenant, query.model.as_deref(), image).await?;
+            engine.segment_record(&tenant, upload.record, prompts, options).await
         })
         .await??;
     Ok(HttpResponse::Ok().json(SegmentResponse::from(done)))

@@ -19,6 +19,7 @@ use crate::batch::{BatchTask, CocoResults, ImageOutcome, segment_file};
 use crate::image_input::ImageLimits;
 use crate::metrics::Metrics;
 use crate::model::SamModel;
+use crate::tenant::Tenant;
 pub use blobs::BlobStore;
 pub use redis_link::RedisLink;
 use store::PendingImage;
@@ -187,26 +188,35 @@ impl Jobs {
         Ok(StagedUpload { folder, files: Vec::new(), owned: true })
     }
 
-    /// Records a job for the staged images; once this returns, the job survives a crash.
-    pub fn submit(&self, model: &str, task: &BatchTask, upload: StagedUpload) -> Result<String, JobsError> {
+    /// Records a job of `tenant` for the staged images; once this returns, the job survives a crash. The queue
+    /// knows it by [`Tenant::scope`] of its id, so that only its tenant finds it.
+    pub fn submit(
+        &self,
+        tenant: &Tenant,
+        model: &str,
+        task: &BatchTask,
+        upload: StagedUpload,
+    ) -> Result<String, JobsError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
-        self.queue.submit(&id, model, task, upload)?;
+        self.queue.submit(&tenant.scope(&id), model, task, upload)?;
         Ok(id)
     }
 
-    pub fn summary(&self, id: &str) -> Result<Option<JobSummary>, JobsError> {
-        self.queue.summary(id)
+    /// A tenant's job; `None` for an unknown job or another tenant's.
+    pub fn summary(&self, tenant: &Tenant, id: &str) -> Result<Option<JobSummary>, JobsError> {
+        let summary = self.queue.summary(&tenant.scope(id))?;
+        Ok(summary.map(|summary| JobSummary { id: id.to_string(), ..summary }))
     }
 
-    /// The COCO results of the images done so far; `None` for an unknown job.
-    pub fn results(&self, id: &str) -> Result<Option<CocoResults>, JobsError> {
-        let outcomes = self.queue.outcomes(id)?;
+    /// The COCO results of the images done so far; `None` for an unknown job or another tenant's.
+    pub fn results(&self, tenant: &Tenant, id: &str) -> Result<Option<CocoResults>, JobsError> {
+        let outcomes = self.queue.outcomes(&tenant.scope(id))?;
         Ok(outcomes.map(|outcomes| CocoResults::assemble(outcomes.iter().map(|(file, o)| (file.as_str(), o)))))
     }
 
-    /// Cancels a job that has not ended; deletes one that has (its results with it).
-    pub fn remove(&self, id: &str) -> Result<Removal, JobsError> {
-        self.queue.remove(id)
+    /// Cancels a tenant's job that has not ended; deletes one that has (its results with it).
+    pub fn remove(&self, tenant: &Tenant, id: &str) -> Result<Removal, JobsError> {
+        self.queue.remove(&tenant.scope(id))
     }
 
     fn work(&self, models: &BTreeMap<String, Arc<SamModel>>, metrics: &Metrics) {

@@ -15,10 +15,11 @@ pub struct Server {
     stderr: Arc<Mutex<String>>,
 }
 
-/// A response: status, the Retry-After header if any, and the body.
+/// A response: status, the Retry-After header if any, the headers and the body.
 pub struct Reply {
     pub status: u16,
     pub retry_after: Option<String>,
+    pub headers: ureq::http::HeaderMap,
     pub body: Vec<u8>,
 }
 
@@ -105,10 +106,11 @@ impl Server {
     }
 }
 
-/// An HTTP client of one base address (a server, or a proxy in front of several).
+/// An HTTP client of one base address (a server, or a proxy in front of several), with an API key or none.
 pub struct Client {
     pub base: String,
     agent: ureq::Agent,
+    key: Option<String>,
 }
 
 impl Client {
@@ -118,30 +120,43 @@ impl Client {
             .timeout_global(Some(Duration::from_secs(120)))
             .build()
             .into();
-        Self { base: base.trim_end_matches('/').to_string(), agent }
+        Self { base: base.trim_end_matches('/').to_string(), agent, key: None }
+    }
+
+    /// The same base, sending `Authorization: Bearer KEY`.
+    pub fn with_key(&self, key: &str) -> Self {
+        Self { base: self.base.clone(), agent: self.agent.clone(), key: Some(key.to_string()) }
     }
 
     fn reply(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
         let mut response = result.expect("the server answers");
         let retry_after = response.headers().get("retry-after").map(|v| v.to_str().expect("ASCII header").to_string());
         let body = response.body_mut().with_config().limit(200 << 20).read_to_vec().expect("a readable body");
-        Reply { status: response.status().as_u16(), retry_after, body }
+        Reply { status: response.status().as_u16(), retry_after, headers: response.headers().clone(), body }
+    }
+
+    fn authorized<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.key {
+            Some(key) => request.header("Authorization", format!("Bearer {key}")),
+            None => request,
+        }
     }
 
     pub fn get(&self, path: &str) -> Reply {
-        Self::reply(self.agent.get(format!("{}{path}", self.base)).call())
+        Self::reply(self.authorized(self.agent.get(format!("{}{path}", self.base))).call())
     }
 
     pub fn delete(&self, path: &str) -> Reply {
-        Self::reply(self.agent.delete(format!("{}{path}", self.base)).call())
+        Self::reply(self.authorized(self.agent.delete(format!("{}{path}", self.base))).call())
     }
 
     pub fn post(&self, path: &str, content_type: &str, body: &[u8]) -> Reply {
-        Self::reply(self.agent.post(format!("{}{path}", self.base)).header("Content-Type", content_type).send(body))
+        let request = self.agent.post(format!("{}{path}", self.base)).header("Content-Type", content_type);
+        Self::reply(self.authorized(request).send(body))
     }
 
     pub fn put(&self, path: &str, body: &[u8]) -> Reply {
-        Self::reply(self.agent.put(format!("{}{path}", self.base)).send(body))
+        Self::reply(self.authorized(self.agent.put(format!("{}{path}", self.base))).send(body))
     }
 
     pub fn post_json(&self, path: &str, body: &Value) -> Reply {

@@ -512,6 +512,36 @@ async function counter(address, series) {
   return line ? Number(line.split(' ')[1]) : 0;
 }
 
+test('with API keys the page asks for one, keeps it for this tab only, and works with it', async () => {
+  const key = 'e2e-tenant-key-0123456789';
+  const keyed = await startServer(['tiny'], ['--api-key-list', `team:${key}`]);
+  try {
+    await page.goto(keyed.address);
+    await page.waitForSelector('#key-form', { state: 'visible' });
+    await page.fill('#key-input', 'a-wrong-key-0123456789');
+    await page.click('#key-form button');
+    await page.waitForFunction(() => /refused/.test(document.getElementById('key-text').textContent));
+    await page.fill('#key-input', key);
+    await page.click('#key-form button');
+    await page.waitForSelector('#key-form', { state: 'hidden' });
+    await page.waitForFunction(() => document.querySelectorAll('#model-select option').length === 1);
+    await page.uncheck('#hover-toggle');
+    await page.setInputFiles('#file-input', landscape);
+    await page.waitForFunction(() => /encoded/.test(document.getElementById('upload-text').textContent));
+    const [x, y] = await screen(475, 365);
+    const { answer } = await segmentCall(() => page.mouse.click(x, y));
+    assert.ok(answer.results[0].masks.length > 0);
+    assert.ok(await painted('mask-canvas') > 0, 'the mask is drawn');
+    assert.equal(await page.locator('#status').isVisible(), false, 'no error shown');
+    // Another tab starts without the key.
+    const tab = await context.newPage();
+    await tab.goto(keyed.address);
+    await tab.waitForSelector('#key-form', { state: 'visible' });
+  } finally {
+    keyed.child.kill();
+  }
+});
+
 test('the page works through nginx in front of replicas sharing Redis', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'samserve-e2e-replicas-'));
   // nginx's workers drop root: they must be able to write the request-body temp folders it makes in here.
