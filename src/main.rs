@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the REST API (docs/api.md) and the web page until SIGTERM or Ctrl-C.
-    Serve(ServeOptions),
+    Serve(Box<ServeOptions>),
     /// Segment one image with point and box prompts; writes a PNG mask or, with --json, the API's result JSON.
     Segment(SegmentArgs),
     /// Interactive-segmentation mIoU of a model on a COCO dataset (1 point, 3 points, box, box + point).
@@ -56,7 +56,7 @@ fn main() -> ExitCode {
         _ => None,
     };
     let outcome = cli.runtime.load(default_threads).and_then(|runtime| match cli.command {
-        Command::Serve(options) => cli::serve::run(runtime, options),
+        Command::Serve(options) => cli::serve::run(runtime, *options),
         Command::Segment(args) => cli::segment::run(&runtime, &args),
         Command::Eval(args) => cli::eval::run(&runtime, &args),
         Command::Everything(args) => cli::everything::run(&runtime, &args),

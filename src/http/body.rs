@@ -27,14 +27,14 @@ where
     Ok(body)
 }
 
+/// The body's length as its Content-Length header says, if it says.
+pub fn declared_length(request: &HttpRequest) -> Option<usize> {
+    request.headers().get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
 /// The whole body, refused early from Content-Length when that already says too much.
 pub async fn read_body(request: &HttpRequest, payload: Payload, limit: usize) -> Result<Vec<u8>, ApiError> {
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|length| length > limit) {
+    if declared_length(request).is_some_and(|length| length > limit) {
         return Err(ApiError::payload_too_large(limit));
     }
     read_limited(payload, limit).await

@@ -96,8 +96,13 @@ fn store_failed(error: JobsError) -> ApiError {
         JobsError::Unavailable(_) => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "job_store_unavailable", error.to_string())
         }
+        JobsError::NoRoom(_) => no_room(error.to_string()),
         _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "job_store_failed", error.to_string()),
     }
+}
+
+fn no_room(message: String) -> ApiError {
+    ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", message)
 }
 
 fn job_not_found(id: &str) -> ApiError {
@@ -142,15 +147,20 @@ fn task_from_spec(spec: JobSpec, files: &[String]) -> Result<BatchTask, ApiError
     Ok(task)
 }
 
-/// Receives the form: each `image` file straight to disk, the `spec` JSON in memory; limits on the total size and
-/// the number of files.
+/// Receives the form: each `image` file straight to disk, the `spec` JSON in memory; limits on the total size, the
+/// number of files and the disk space (`room` bytes; a disk that fills anyway is 507 too).
 async fn receive(
     request: &HttpRequest,
     payload: Payload,
     jobs: &Arc<Jobs>,
     state: &AppState,
+    room: u64,
 ) -> Result<(StagedUpload, Option<Vec<u8>>), ApiError> {
     let internal = |e: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "job_store_failed", e);
+    let write_failed = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::StorageFull => no_room(format!("the server's disk is full: {e}")),
+        _ => internal(e.to_string()),
+    };
     let mut upload = {
         let jobs = Arc::clone(jobs);
         blocking(move || jobs.stage()).await?.map_err(internal)?
@@ -182,9 +192,12 @@ async fn receive(
                     if total > limits.max_job_bytes {
                         return Err(ApiError::payload_too_large(limits.max_job_bytes));
                     }
-                    file.write_all(&chunk).map_err(|e| internal(e.to_string()))?;
+                    if total as u64 > room {
+                        return Err(no_room("the upload outgrew the room left on the server's disk".to_string()));
+                    }
+                    file.write_all(&chunk).map_err(write_failed)?;
                 }
-                blocking(move || file.sync_all()).await?.map_err(|e| internal(e.to_string()))?;
+                blocking(move || file.sync_all()).await?.map_err(write_failed)?;
                 upload.added(name);
             }
             "spec" => spec = Some(body::read_limited(field, limits.max_json_bytes).await?),
@@ -211,6 +224,7 @@ async fn receive(
         (status = 415, description = "not multipart/form-data", body = ErrorBody),
         (status = 422, description = "no images, duplicate file names, missing prompts or invalid parameters", body = ErrorBody),
         (status = 503, description = "not ready, or the shared job store (Redis) is unreachable (Retry-After)", body = ErrorBody),
+        (status = 507, description = "the server's disk is nearly full (--min-free-disk-mb)", body = ErrorBody),
     )
 )]
 #[post("/v1/jobs")]
@@ -229,9 +243,16 @@ pub async fn submit(
     if !engine.model_map().contains_key(&model) {
         return Err(crate::engine::EngineError::ModelNotFound(model).into());
     }
-    // Refused before the images are received: a shared job store that cannot be reached would lose them.
-    jobs.accepting().map_err(store_failed)?;
-    let (upload, spec) = receive(&request, payload, &jobs, &state).await?;
+    // Refused before the images are received: a shared job store that cannot be reached would lose them, and a
+    // full disk would fail them half-written.
+    let room = jobs.accepting().map_err(store_failed)?;
+    if body::declared_length(&request).is_some_and(|length| length as u64 > room) {
+        return Err(no_room(format!(
+            "the upload is larger than the {} MiB the server's disk has room for",
+            room >> 20
+        )));
+    }
+    let (upload, spec) = receive(&request, payload, &jobs, &state, room).await?;
     let files = upload.file_names().to_vec();
     if files.is_empty() {
         return Err(ApiError::invalid_request("the job has no `image` files"));

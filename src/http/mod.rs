@@ -2,6 +2,7 @@
 
 mod auth;
 mod body;
+mod edge;
 mod error;
 mod everything;
 mod images;
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::middleware::{Next, from_fn};
+use actix_web::middleware::{Condition, Next, from_fn};
 use actix_web::web::{self, Data};
 use actix_web::{App, HttpServer};
 use anyhow::{Context, bail};
@@ -104,6 +105,9 @@ pub struct ServeOptions {
     /// Job images processed at once.
     #[arg(long, env = "SAMSERVE_JOB_WORKERS", default_value_t = 1, value_parser = at_least_one)]
     pub job_workers: usize,
+    /// New jobs are refused (507) while the disk under --data-dir has less free space than this, in MiB.
+    #[arg(long, env = "SAMSERVE_MIN_FREE_DISK_MB", default_value_t = 512)]
+    pub min_free_disk_mb: u64,
     /// Hours that an ended job and its results are kept.
     #[arg(long, env = "SAMSERVE_JOB_RETENTION_HOURS", default_value_t = 168.0)]
     pub job_retention_hours: f64,
@@ -160,6 +164,25 @@ pub struct ServeOptions {
     /// Prompt requests at once after a quiet while (with --rate-prompts).
     #[arg(long, env = "SAMSERVE_RATE_PROMPTS_BURST", default_value_t = 50, value_parser = at_least_one)]
     pub rate_prompts_burst: usize,
+    /// Seconds a client has to send a request's headers (idle connections are closed after this too); then 408.
+    #[arg(long = "client-timeout-s", env = "SAMSERVE_CLIENT_TIMEOUT_S", default_value_t = 5.0, value_parser = positive_seconds)]
+    pub client_timeout_s: f64,
+    /// Seconds a client has to send a request's body once its headers are in; then 408 and the connection closes.
+    #[arg(long = "body-timeout-s", env = "SAMSERVE_BODY_TIMEOUT_S", default_value_t = 60.0, value_parser = positive_seconds)]
+    pub body_timeout_s: f64,
+    /// Open connections at most, all HTTP workers together; more wait for the operating system's accept queue.
+    #[arg(long, env = "SAMSERVE_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = at_least_one)]
+    pub max_connections: usize,
+    /// Web pages on these origins (`https://app.example.com`, or `*` for any) may call the API from the browser;
+    /// repeat the flag or separate with commas. Default: none (same origin only).
+    #[arg(long = "cors-origin", env = "SAMSERVE_CORS_ORIGINS", value_delimiter = ',', value_name = "ORIGIN")]
+    pub cors_origins: Vec<String>,
+    /// Serve HTTPS with this certificate chain (PEM), for deployments without a TLS-terminating proxy.
+    #[arg(long, env = "SAMSERVE_TLS_CERT", value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "SAMSERVE_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Seconds that in-flight requests get to finish after SIGTERM (Ctrl-C stops at once).
     #[arg(long, env = "SAMSERVE_SHUTDOWN_TIMEOUT_S", default_value_t = 30)]
     pub shutdown_timeout_s: u64,
@@ -179,11 +202,20 @@ fn at_least_one(text: &str) -> Result<usize, String> {
     }
 }
 
+/// A duration in seconds: finite and above 0.
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    positive_number(text, "seconds")
+}
+
 /// A rate: a finite number of requests per second above 0.
 fn positive_rate(text: &str) -> Result<f64, String> {
+    positive_number(text, "requests per second")
+}
+
+fn positive_number(text: &str, unit: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
-        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
-        Ok(_) => Err("must be a number of requests per second above 0".to_string()),
+        Ok(number) if number.is_finite() && number > 0.0 => Ok(number),
+        Ok(_) => Err(format!("must be a number of {unit} above 0")),
         Err(error) => Err(error.to_string()),
     }
 }
@@ -195,6 +227,7 @@ pub struct HttpLimits {
     pub max_json_bytes: usize,
     pub max_prompts: usize,
     pub request_timeout: Duration,
+    pub body_timeout: Duration,
     pub max_job_bytes: usize,
     pub max_job_images: usize,
 }
@@ -410,6 +443,7 @@ fn open_jobs(options: &ServeOptions, shared: Option<&Arc<SharedStore>>) -> anyho
         workers: options.job_workers,
         retention: Duration::from_secs_f64(options.job_retention_hours.max(0.0) * 3600.0),
         image_limits: ImageLimits { max_bytes: options.max_body_mb << 20, max_pixels: options.max_pixels },
+        min_free_disk_bytes: options.min_free_disk_mb << 20,
     };
     let Some(shared) = shared else {
         return Jobs::open(config)
@@ -465,6 +499,7 @@ pub async fn serve(runtime: Runtime, options: ServeOptions) -> anyhow::Result<()
             max_json_bytes: options.max_json_kb << 10,
             max_prompts: options.max_prompts,
             request_timeout: Duration::from_secs_f64(options.request_timeout_s.max(0.001)),
+            body_timeout: Duration::from_secs_f64(options.body_timeout_s),
             max_job_bytes: options.max_job_mb << 20,
             max_job_images: options.max_job_images,
         },
@@ -473,22 +508,30 @@ pub async fn serve(runtime: Runtime, options: ServeOptions) -> anyhow::Result<()
         .with_context(|| format!("cannot listen on {}:{}", options.host, options.port))?;
     let address = listener.local_addr()?;
     let app_state = state.clone();
-    let mut server = HttpServer::new(move || {
+    let cors_origins = options.cors_origins.clone();
+    let workers = options.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let server = HttpServer::new(move || {
         App::new()
             .app_data(app_state.clone())
             .configure(extractor_errors)
             .configure(routes)
+            .wrap(from_fn(edge::limit_body_time))
             .wrap(from_fn(rate::limit_rates))
             .wrap(from_fn(auth::authenticate))
+            // Outside the key check: a browser's preflight carries no key.
+            .wrap(Condition::new(!cors_origins.is_empty(), edge::cors(&cors_origins)))
             .wrap(from_fn(observe))
     })
-    .shutdown_timeout(options.shutdown_timeout_s)
-    .listen(listener)?;
-    if let Some(workers) = options.workers {
-        server = server.workers(workers);
-    }
+    .workers(workers)
+    .max_connections(options.max_connections.div_ceil(workers))
+    .client_request_timeout(Duration::from_secs_f64(options.client_timeout_s))
+    .shutdown_timeout(options.shutdown_timeout_s);
+    let (server, scheme) = match (&options.tls_cert, &options.tls_key) {
+        (Some(cert), Some(key)) => (server.listen_rustls_0_23(listener, edge::tls_config(cert, key)?)?, "https"),
+        _ => (server.listen(listener)?, "http"),
+    };
     let server = server.run();
-    println!("samserve listening on http://{address}");
+    println!("samserve listening on {scheme}://{address}");
     tracing::info!(%address, "listening");
 
     let handle = server.handle();
@@ -552,6 +595,7 @@ mod tests {
                 max_json_bytes: 1 << 10,
                 max_prompts: 4,
                 request_timeout: Duration::from_secs(1),
+                body_timeout: Duration::from_secs(1),
                 max_job_bytes: 1 << 20,
                 max_job_images: 4,
             },

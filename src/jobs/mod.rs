@@ -33,6 +33,8 @@ pub struct JobsConfig {
     /// Ended jobs (and their results) are deleted after this long.
     pub retention: Duration,
     pub image_limits: ImageLimits,
+    /// New jobs are refused while the disk under `data_dir` has less free space than this.
+    pub min_free_disk_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +44,9 @@ pub enum JobsError {
     /// The shared job store (Redis) cannot be reached: the caller may try again later.
     #[error("the shared job store is unreachable: {0}")]
     Unavailable(String),
+    /// The disk under the data folder is (nearly) full: new uploads are refused until space is freed.
+    #[error("{0}")]
+    NoRoom(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -176,9 +181,21 @@ impl Jobs {
         }
     }
 
-    /// Whether a new job can be accepted now (checked before receiving its images).
-    pub fn accepting(&self) -> Result<(), JobsError> {
-        self.queue.accepting()
+    /// Whether a new job can be accepted now (checked before receiving its images), and the bytes its upload
+    /// may take before the disk under the data folder passes `min_free_disk_bytes`.
+    pub fn accepting(&self) -> Result<u64, JobsError> {
+        self.queue.accepting()?;
+        let dir = &self.config.data_dir;
+        let free = fs4::available_space(dir)
+            .map_err(|e| JobsError::Internal(format!("cannot read the free space under {}: {e}", dir.display())))?;
+        match free.checked_sub(self.config.min_free_disk_bytes) {
+            Some(room) if room > 0 => Ok(room),
+            _ => Err(JobsError::NoRoom(format!(
+                "the server's disk is nearly full ({} MiB free, new jobs need {} MiB kept free)",
+                free >> 20,
+                self.config.min_free_disk_bytes >> 20
+            ))),
+        }
     }
 
     /// A folder to receive the images of a new job.

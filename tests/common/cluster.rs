@@ -38,30 +38,10 @@ impl Redis {
         Self::launch(free_port(), super::temp_dir("redis"), true, false, &[])
     }
 
-    /// A Redis on a TLS port only, its certificate (for 127.0.0.1) signed by a CA of its own, made with `openssl`.
+    /// A Redis on a TLS port only, with the certificates of [`test_certificates`].
     /// Clients trust it through `SSL_CERT_FILE` = [`Redis::ca_file`].
     pub fn start_tls() -> Self {
-        let dir = super::temp_dir("redis-tls");
-        let openssl = |args: &[&str]| {
-            let status = Command::new(program("openssl", "/usr/bin/openssl"))
-                .args(args)
-                .current_dir(&dir)
-                .stderr(Stdio::null())
-                .status()
-                .expect("openssl runs");
-            assert!(status.success(), "openssl {args:?}");
-        };
-        let subject_alt_name = "subjectAltName=IP:127.0.0.1";
-        std::fs::write(dir.join("server.ext"), subject_alt_name).unwrap();
-        let key = ["-newkey", "rsa:2048", "-nodes", "-days", "1"];
-        let ca = ["-x509", "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=samserve-test-ca"];
-        openssl(&[&["req"][..], &key, &ca, &["-addext", "basicConstraints=critical,CA:TRUE"]].concat());
-        openssl(
-            &[&["req"][..], &key, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]].concat(),
-        );
-        let signed =
-            ["-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem"];
-        openssl(&[&["x509", "-req", "-days", "1", "-extfile", "server.ext"][..], &signed].concat());
+        let dir = test_certificates("redis-tls");
         Self::launch(free_port(), dir, false, true, &[])
     }
 
@@ -306,4 +286,28 @@ impl Drop for S3Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A folder with a certificate for 127.0.0.1 (`server.pem`, `server.key`) signed by a CA of its own (`ca.pem`),
+/// made with `openssl`.
+pub fn test_certificates(label: &str) -> PathBuf {
+    let dir = super::temp_dir(label);
+    let openssl = |args: &[&str]| {
+        let status = Command::new(program("openssl", "/usr/bin/openssl"))
+            .args(args)
+            .current_dir(&dir)
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl runs");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    let subject_alt_name = "subjectAltName=IP:127.0.0.1";
+    std::fs::write(dir.join("server.ext"), subject_alt_name).unwrap();
+    let key = ["-newkey", "rsa:2048", "-nodes", "-days", "1"];
+    let ca = ["-x509", "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=samserve-test-ca"];
+    openssl(&[&["req"][..], &key, &ca, &["-addext", "basicConstraints=critical,CA:TRUE"]].concat());
+    openssl(&[&["req"][..], &key, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]].concat());
+    let signed = ["-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem"];
+    openssl(&[&["x509", "-req", "-days", "1", "-extfile", "server.ext"][..], &signed].concat());
+    dir
 }
