@@ -465,6 +465,18 @@ fn bad_requests_get_their_documented_errors_and_change_nothing() {
     let one_shot_no_request = server.post_form("/v1/segment", &[("image", Some("x.png"), &png)]);
     assert_eq!((one_shot_no_request.status, one_shot_no_request.error_code().as_str()), (400, "malformed_body"));
 
+    // Paths that no route serves, and routes asked with other methods.
+    let nowhere = server.get("/v1/nowhere");
+    assert_eq!((nowhere.status, nowhere.error_code().as_str()), (404, "not_found"));
+    let put = server.put(&format!("/v1/images/{id}"), b"x");
+    assert_eq!(
+        (put.status, put.error_code().as_str(), put.headers["allow"].to_str().unwrap()),
+        (405, "method_not_allowed", "GET, DELETE")
+    );
+    let trace = ureq::trace(format!("{}/v1/images", server.base)).config().http_status_as_error(false).build();
+    let trace = trace.call().unwrap();
+    assert_eq!((trace.status().as_u16(), trace.headers()["allow"].to_str().unwrap()), (405, "POST"));
+
     // Nothing was encoded by the failures, and the server keeps serving.
     assert_eq!(server.metric("samserve_encoder_runs_total{model=\"tiny\"}"), 1.0);
     assert_eq!(server.metric("samserve_embedding_cache_entries"), 1.0);

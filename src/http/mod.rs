@@ -5,6 +5,7 @@ mod body;
 mod edge;
 mod error;
 mod everything;
+mod fallback;
 mod images;
 mod jobs;
 mod ops;
@@ -426,7 +427,8 @@ fn routes(config: &mut web::ServiceConfig) {
         .service(ops::openapi)
         .service(page::index)
         .service(page::favicon)
-        .service(page::asset);
+        .service(page::asset)
+        .default_service(web::to(fallback::unrouted));
 }
 
 /// Errors of actix's own extractors (path, query) in the API's format.
