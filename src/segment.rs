@@ -42,12 +42,15 @@ pub const MAX_POINTS_PER_PROMPT: usize = 64;
 pub struct PromptSpec {
     /// `[[x, y], ...]` in pixels of the original image (after EXIF orientation).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 64)]
     pub points: Vec<[f64; 2]>,
     /// One per point: 1 = foreground, 0 = background.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 64)]
     pub labels: Vec<i64>,
     /// `[x0, y0, x1, y1]`
     #[serde(rename = "box", skip_serializing_if = "Option::is_none")]
+    #[schema(min_items = 4, max_items = 4)]
     pub bbox: Option<[f64; 4]>,
     /// A `logits_id` from an earlier result, for iterative refinement.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -45,6 +45,11 @@ impl Tenant {
     }
 }
 
+/// The tenant name of a key made by [`Tenant::scope`] (ids hold no dots); empty for the anonymous tenant's.
+pub fn owner_of_scoped(key: &str) -> &str {
+    key.split_once('.').map_or("", |(owner, _)| owner)
+}
+
 impl fmt::Debug for Tenant {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.0.is_empty() { formatter.write_str("anonymous") } else { formatter.write_str(&self.0) }

@@ -2,27 +2,15 @@
 
 mod common;
 
-use std::io::Cursor;
 use std::sync::{Arc, Barrier};
 
 use common::server::Server;
-use image::{DynamicImage, ImageFormat, RgbImage};
+use common::synthetic_png;
 use samserve::mask::rle::{self, CocoRle};
 use serde_json::{Value, json};
 
 fn fixture_image(name: &str) -> Vec<u8> {
     std::fs::read(common::fixtures().join("images").join(name)).unwrap()
-}
-
-/// A PNG of `width` x `height` whose pixels depend on `seed`, so that each seed is a new image.
-fn synthetic_png(seed: u32, width: u32, height: u32) -> Vec<u8> {
-    let image = RgbImage::from_fn(width, height, |x, y| {
-        let v = x.wrapping_mul(31).wrapping_add(y.wrapping_mul(17)).wrapping_add(seed.wrapping_mul(97));
-        image::Rgb([(v % 251) as u8, ((v / 3) % 253) as u8, (seed % 256) as u8])
-    });
-    let mut bytes = Cursor::new(Vec::new());
-    DynamicImage::ImageRgb8(image).write_to(&mut bytes, ImageFormat::Png).unwrap();
-    bytes.into_inner()
 }
 
 fn decode_rle(value: &Value) -> samserve::mask::BinaryMask {
@@ -421,6 +409,7 @@ fn bad_requests_get_their_documented_errors_and_change_nothing() {
         ("unknown label", "{\"prompts\": [{\"points\": [[3, 3]], \"labels\": [2]}]}".into(), 422, "invalid_prompt"),
         ("labels mismatch", "{\"prompts\": [{\"points\": [[3, 3]], \"labels\": []}]}".into(), 422, "invalid_prompt"),
         ("flipped box", "{\"prompts\": [{\"box\": [10, 10, 5, 20]}]}".into(), 422, "invalid_prompt"),
+        ("box of five", "{\"prompts\": [{\"box\": [0, 0, 5, 5, 5]}]}".into(), 422, "invalid_request"),
         ("box outside", "{\"prompts\": [{\"box\": [0, 0, 50, 20]}]}".into(), 422, "invalid_prompt"),
         (
             "unknown output",

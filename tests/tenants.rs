@@ -240,3 +240,72 @@ fn assert_limited(reply: &Reply, kind: &str, seconds: u64) {
     let retry_after: u64 = reply.headers.get("retry-after").unwrap().to_str().unwrap().parse().unwrap();
     assert!((seconds - 1..=seconds).contains(&retry_after), "Retry-After: {retry_after}");
 }
+
+/// Submits a job of `files` (everything mode) and gives the reply.
+fn submit_files(client: &Client, files: &[(&str, Vec<u8>)], spec: &Value) -> Reply {
+    let spec = spec.to_string();
+    let mut fields: Vec<(&str, Option<&str>, &[u8])> =
+        files.iter().map(|(name, bytes)| ("image", Some(*name), bytes.as_slice())).collect();
+    fields.push(("spec", None, spec.as_bytes()));
+    client.post_form(JOBS, &fields)
+}
+
+/// With `--tenant-max-jobs 2 --tenant-max-job-mb 1`: a third job in flight is 429, images in flight past 1 MiB are
+/// 507, each tenant counts its own, and ending a job (here: cancelling it) gives its place back.
+fn check_job_quotas(server: &Server) {
+    let (alice, bob) = (server.with_key(ALICE), server.with_key(BOB));
+    // A job that keeps the one worker busy for seconds: everything with crops on a large photo (533 kB).
+    let slow = json!({"mode": "everything", "everything": {"points_per_side": 32, "crop_n_layers": 1}});
+    let small = [("p.jpg", jobs::image("portrait.jpg"))];
+    let accepted = |reply: Reply| {
+        assert_eq!(reply.status, 202, "{}", String::from_utf8_lossy(&reply.body));
+        reply.json()["job_id"].as_str().unwrap().to_string()
+    };
+    let first = accepted(submit_files(&alice, &[("large.jpg", jobs::image("large.jpg"))], &slow));
+    let second = accepted(submit_files(&alice, &small, &jobs::everything_spec(4)));
+    let third = submit_files(&alice, &small, &jobs::everything_spec(4));
+    assert_eq!((third.status, third.error_code().as_str()), (429, "too_many_jobs"));
+    assert!(third.retry_after.is_none());
+    accepted(submit_files(&bob, &small, &jobs::everything_spec(4)));
+
+    assert_eq!(alice.delete(&format!("/v1/jobs/{second}")).status, 200);
+    // 533 kB in flight + 4 x 165 kB would pass 1 MiB.
+    let landscapes: Vec<(&str, Vec<u8>)> = ["a.png", "b.png", "c.png", "d.png"].map(|name| (name, landscape())).into();
+    let too_big = submit_files(&alice, &landscapes, &jobs::everything_spec(4));
+    assert_eq!((too_big.status, too_big.error_code().as_str()), (507, "storage_quota_exceeded"));
+    assert_eq!(alice.delete(&format!("/v1/jobs/{first}")).status, 200);
+    let fits = accepted(submit_files(&alice, &landscapes, &jobs::everything_spec(4)));
+    assert_eq!(jobs::wait_until_ended(&alice, &fits)["status"], "succeeded");
+}
+
+#[test]
+fn job_quotas_hold_for_each_tenant_alone_and_across_replicas() {
+    let keys = format!("alice:{ALICE},bob:{BOB}");
+    let quotas = ["--tenant-max-jobs", "2", "--tenant-max-job-mb", "1"];
+    check_job_quotas(&Server::start_with_env(&quotas, &[("SAMSERVE_API_KEYS", &keys)]));
+
+    let redis = Redis::start();
+    let url = redis.url();
+    let shared = [&quotas[..], &["--redis", &url]].concat();
+    check_job_quotas(&Server::start_with_env(&shared, &[("SAMSERVE_API_KEYS", &keys)]));
+}
+
+#[test]
+fn a_tenant_past_its_cache_share_evicts_its_own_images_only() {
+    // One tiny-model embedding is 64 KiB: the cache holds 32, each tenant 16.
+    let keys = format!("alice:{ALICE},bob:{BOB}");
+    let server =
+        Server::start_with_env(&["--cache-mb", "2", "--tenant-cache-mb", "1"], &[("SAMSERVE_API_KEYS", &keys)]);
+    let (alice, bob) = (server.with_key(ALICE), server.with_key(BOB));
+    let upload = |client: &Client, seed: u32| {
+        client.upload(&common::synthetic_png(seed, 40, 30))["image_id"].as_str().unwrap().to_string()
+    };
+    let bobs: Vec<String> = (0..4).map(|seed| upload(&bob, seed)).collect();
+    let alices: Vec<String> = (100..120).map(|seed| upload(&alice, seed)).collect();
+    assert_eq!(server.metric("samserve_embedding_cache_evictions_total"), 4.0);
+    for id in &bobs {
+        assert_eq!(bob.get(&format!("/v1/images/{id}")).status, 200, "bob keeps his images");
+    }
+    let kept: Vec<u16> = alices.iter().map(|id| alice.get(&format!("/v1/images/{id}")).status).collect();
+    assert_eq!(kept, [[404; 4].as_slice(), &[200; 16]].concat(), "alice's oldest went");
+}

@@ -39,35 +39,45 @@ const CROP_EDGE_TOLERANCE: f32 = 20.0;
 pub struct AmgParams {
     /// Grid points along each side of a crop.
     #[arg(long, default_value_t = DEFAULTS.points_per_side)]
+    #[schema(minimum = 1, maximum = 128)]
     pub points_per_side: usize,
     /// Points decoded together in one decoder run.
     #[arg(long, default_value_t = DEFAULTS.points_per_batch)]
+    #[schema(minimum = 1, maximum = 1024)]
     pub points_per_batch: usize,
     /// Keep masks whose predicted IoU is above this [default: the official generator's for the model's family:
     /// 0.88 for SAM, 0.8 for SAM 2]
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 1)]
     pub pred_iou_thresh: Option<f32>,
     /// Keep masks whose stability score is at least this.
     #[arg(long, default_value_t = DEFAULTS.stability_score_thresh)]
+    #[schema(minimum = 0, maximum = 1)]
     pub stability_score_thresh: f32,
     /// The logit offset of the stability score.
     #[arg(long, default_value_t = DEFAULTS.stability_score_offset)]
+    #[schema(minimum = 0)]
     pub stability_score_offset: f32,
     /// Box IoU above which the lower-scored of two masks of a crop is dropped.
     #[arg(long, default_value_t = DEFAULTS.box_nms_thresh)]
+    #[schema(minimum = 0, maximum = 1)]
     pub box_nms_thresh: f64,
     /// Crop layers: layer i runs the grid again on (2^i)^2 overlapping crops (needs the pixels).
     #[arg(long, default_value_t = DEFAULTS.crop_n_layers)]
+    #[schema(maximum = 3)]
     pub crop_n_layers: usize,
     /// Box IoU above which duplicates across crops are dropped (smaller crops win).
     #[arg(long, default_value_t = DEFAULTS.crop_nms_thresh)]
+    #[schema(minimum = 0, maximum = 1)]
     pub crop_nms_thresh: f64,
     /// Overlap of neighbouring crops, as a fraction of the image's shorter side (layer 1).
     #[arg(long, default_value_t = DEFAULTS.crop_overlap_ratio)]
+    #[schema(minimum = 0, exclusive_maximum = 1)]
     pub crop_overlap_ratio: f64,
     /// Points per side are divided by this on each further crop layer.
     #[arg(long, default_value_t = DEFAULTS.crop_n_points_downscale_factor)]
+    #[schema(minimum = 1)]
     pub crop_n_points_downscale_factor: usize,
     /// Fill holes and remove islands smaller than this many pixels (0: off).
     #[arg(long, default_value_t = DEFAULTS.min_mask_region_area)]

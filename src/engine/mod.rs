@@ -34,6 +34,8 @@ pub struct EngineConfig {
     /// Store cached embeddings as f16 (half the memory; masks stay within parity).
     pub embeddings_f16: bool,
     pub logits_cache_bytes: usize,
+    /// The fraction of each cache that one tenant's entries may hold (`None`: all of it).
+    pub tenant_cache_share: Option<f64>,
     /// Images that may wait for a busy encoder; one more is refused with `Overloaded`.
     pub encoder_queue: usize,
     /// Encoder runs in flight at once (over all models).
@@ -150,6 +152,11 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// A cache of `bytes` in which each tenant may hold `share` of them.
+fn cache<V: Clone>(bytes: usize, share: Option<f64>) -> ByteLru<String, V> {
+    ByteLru::new(bytes, share.map_or(usize::MAX, |share| (bytes as f64 * share) as usize))
+}
+
 impl Engine {
     /// `models` must not be empty; `default_model` must be one of them.
     pub fn new(models: Vec<SamModel>, default_model: String, config: EngineConfig, metrics: Arc<Metrics>) -> Self {
@@ -157,8 +164,8 @@ impl Engine {
             models.into_iter().map(|model| (model.name().to_string(), Arc::new(model))).collect();
         assert!(models.contains_key(&default_model), "the default model is loaded");
         Self {
-            embeddings: Mutex::new(ByteLru::new(config.embedding_cache_bytes)),
-            logits: Mutex::new(ByteLru::new(config.logits_cache_bytes)),
+            embeddings: Mutex::new(cache(config.embedding_cache_bytes, config.tenant_cache_share)),
+            logits: Mutex::new(cache(config.logits_cache_bytes, config.tenant_cache_share)),
             encoding: Mutex::new(HashMap::new()),
             pending: AtomicUsize::new(0),
             encoder_slots: Arc::new(Semaphore::new(config.encoder_slots.max(1))),

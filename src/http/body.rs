@@ -123,7 +123,10 @@ pub fn parse_json<T: DeserializeOwned>(text: &[u8]) -> Result<T, ApiError> {
         return Err(ApiError::new(actix_web::http::StatusCode::BAD_REQUEST, "empty_body", "the body is empty"));
     }
     serde_json::from_slice(text).map_err(|error| {
-        if error.is_data() {
+        // serde_json calls an array longer than a fixed-size field "trailing characters", a syntax error; the
+        // text is well-formed JSON all the same.
+        let well_formed = || serde_json::from_slice::<serde::de::IgnoredAny>(text).is_ok();
+        if error.is_data() || (error.is_syntax() && well_formed()) {
             ApiError::invalid_request(error.to_string())
         } else if has_non_finite_number(text) {
             ApiError::invalid_prompt("coordinates must be finite numbers (NaN and Infinity are not)")

@@ -38,6 +38,36 @@ fn parse_request(text: &[u8]) -> Result<(AmgParams, Vec<OutputFormat>), ApiError
     Ok((params, output))
 }
 
+/// The request body as the handler reads it: optional (all defaults), AmgParams' fields plus `output`. (The route
+/// is declared with AmgParams, which jobs share; this makes its own schema, `EverythingRequest`, from it.)
+pub struct EverythingRequestSpec;
+
+impl utoipa::Modify for EverythingRequestSpec {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{ArrayBuilder, Schema};
+        use utoipa::openapi::{Ref, RefOr, Required};
+        let Some(components) = openapi.components.as_mut() else { return };
+        let Some(RefOr::T(Schema::Object(params))) = components.schemas.get("AmgParams") else { return };
+        let mut request = params.clone();
+        let output = ArrayBuilder::new()
+            .items(Ref::from_schema_name("OutputFormat"))
+            .description(Some("Encodings of each mask; `[\"rle\"]` when absent."));
+        request.properties.insert("output".to_string(), output.into());
+        request.description = Some("SamAutomaticMaskGenerator's parameters (all optional) and `output`.".to_string());
+        components.schemas.insert("EverythingRequest".to_string(), Schema::Object(request).into());
+        let route = openapi.paths.paths.get_mut("/v1/images/{image_id}/everything");
+        let body = route.and_then(|item| item.post.as_mut()).and_then(|post| post.request_body.as_mut());
+        if let Some(RefOr::T(body)) = body {
+            body.required = Some(Required::False);
+            for content in body.content.values_mut() {
+                if let RefOr::T(content) = content {
+                    content.schema = Some(Ref::from_schema_name("EverythingRequest").into());
+                }
+            }
+        }
+    }
+}
+
 /// Segment everything in a cached image (SamAutomaticMaskGenerator's semantics and defaults). `crop_n_layers`
 /// above 0 needs the pixels and is refused here: use a batch job or `samserve everything`.
 #[utoipa::path(
@@ -47,6 +77,7 @@ fn parse_request(text: &[u8]) -> Result<(AmgParams, Vec<OutputFormat>), ApiError
         (status = 200, body = EverythingResponse),
         (status = 400, description = "malformed JSON", body = ErrorBody),
         (status = 404, description = "unknown image", body = ErrorBody),
+        (status = 413, description = "body too large", body = ErrorBody),
         (status = 422, description = "invalid parameters", body = ErrorBody),
         (status = 503, description = "not ready or timed out (Retry-After)", body = ErrorBody),
     )

@@ -62,6 +62,7 @@ impl ImageInfo {
         (status = 404, description = "unknown model", body = ErrorBody),
         (status = 413, description = "body or decoded image too large", body = ErrorBody),
         (status = 415, description = "not an image, or undecodable", body = ErrorBody),
+        (status = 422, description = "an unknown query parameter", body = ErrorBody),
         (status = 503, description = "not ready, encoder queue full or timed out (Retry-After)", body = ErrorBody),
     )
 )]
@@ -93,6 +94,7 @@ pub async fn metadata(state: Data<AppState>, image_id: Path<String>, tenant: Ten
 /// Free a cached image's embedding.
 #[utoipa::path(
     params(("image_id" = String, Path, description = "From the upload")),
+    operation_id = "remove_image",
     responses((status = 204, description = "deleted"), (status = 404, description = "unknown or evicted", body = ErrorBody))
 )]
 #[delete("/v1/images/{image_id}")]

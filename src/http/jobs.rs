@@ -97,6 +97,10 @@ fn store_failed(error: JobsError) -> ApiError {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "job_store_unavailable", error.to_string())
         }
         JobsError::NoRoom(_) => no_room(error.to_string()),
+        JobsError::TooManyJobs(_) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_jobs", error.to_string()),
+        JobsError::OverStorageQuota(_) => {
+            ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "storage_quota_exceeded", error.to_string())
+        }
         _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "job_store_failed", error.to_string()),
     }
 }
@@ -224,7 +228,7 @@ async fn receive(
         (status = 415, description = "not multipart/form-data", body = ErrorBody),
         (status = 422, description = "no images, duplicate file names, missing prompts or invalid parameters", body = ErrorBody),
         (status = 503, description = "not ready, or the shared job store (Redis) is unreachable (Retry-After)", body = ErrorBody),
-        (status = 507, description = "the server's disk is nearly full (--min-free-disk-mb)", body = ErrorBody),
+        (status = 507, description = "the server's disk is nearly full (--min-free-disk-mb), or the tenant's jobs in flight would hold more than --tenant-max-job-mb", body = ErrorBody),
     )
 )]
 #[post("/v1/jobs")]
@@ -310,6 +314,7 @@ pub async fn results(state: Data<AppState>, job_id: Path<String>, tenant: Tenant
 /// Cancels a queued or running job (200 with its status; results so far stay readable); deletes a job that has
 /// ended, results included (204).
 #[utoipa::path(
+    operation_id = "remove_job",
     params(("job_id" = String, Path, description = "From the submission")),
     responses(
         (status = 200, description = "cancelled", body = JobStatusResponse),

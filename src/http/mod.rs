@@ -30,6 +30,7 @@ use utoipa::OpenApi;
 pub use error::ApiError;
 
 use auth::ApiKeySpec;
+use everything::EverythingRequestSpec;
 use rate::RateLimitSpec;
 
 use crate::api_keys::ApiKeys;
@@ -37,7 +38,7 @@ use crate::engine::shared::SharedStore;
 use crate::engine::{Engine, EngineConfig};
 use crate::hub::{self, Hub, ModelSpec};
 use crate::image_input::ImageLimits;
-use crate::jobs::{BlobStore, Jobs, JobsConfig, RedisLink};
+use crate::jobs::{BlobStore, JobQuota, Jobs, JobsConfig, RedisLink};
 use crate::metrics::Metrics;
 use crate::model::manifest::is_model_folder;
 use crate::model::{BUILTIN_MODEL, Runtime, SamModel, SessionCounts};
@@ -73,6 +74,10 @@ pub struct ServeOptions {
     /// Memory for cached low-res logits (mask_input refinement), in MiB.
     #[arg(long, env = "SAMSERVE_LOGITS_CACHE_MB", default_value_t = 128)]
     pub logits_cache_mb: usize,
+    /// Each tenant's share of --cache-mb, in MiB (and the same fraction of --logits-cache-mb): a tenant past it
+    /// evicts its own least recently used images, never another's. Default: no share.
+    #[arg(long, env = "SAMSERVE_TENANT_CACHE_MB")]
+    pub tenant_cache_mb: Option<usize>,
     /// Encoder runs in flight at once (one ONNX Runtime encoder session per model each).
     #[arg(long, env = "SAMSERVE_ENCODER_SESSIONS", default_value_t = 1, value_parser = at_least_one)]
     pub encoder_sessions: usize,
@@ -109,6 +114,14 @@ pub struct ServeOptions {
     /// New jobs are refused (507) while the disk under --data-dir has less free space than this, in MiB.
     #[arg(long, env = "SAMSERVE_MIN_FREE_DISK_MB", default_value_t = 512)]
     pub min_free_disk_mb: u64,
+    /// Jobs that each tenant (everyone, without API keys) may have queued or running at once; one more is refused
+    /// with 429 `too_many_jobs`. Default: unlimited.
+    #[arg(long, env = "SAMSERVE_TENANT_MAX_JOBS", value_parser = at_least_one)]
+    pub tenant_max_jobs: Option<usize>,
+    /// MiB of images that each tenant's queued and running jobs may hold together; a job that would pass it is
+    /// refused with 507 `storage_quota_exceeded`. Default: unlimited.
+    #[arg(long, env = "SAMSERVE_TENANT_MAX_JOB_MB")]
+    pub tenant_max_job_mb: Option<u64>,
     /// Hours that an ended job and its results are kept.
     #[arg(long, env = "SAMSERVE_JOB_RETENTION_HOURS", default_value_t = 168.0)]
     pub job_retention_hours: f64,
@@ -285,7 +298,7 @@ impl AppState {
         ops::metrics,
         ops::openapi
     ),
-    modifiers(&ApiKeySpec, &RateLimitSpec)
+    modifiers(&ApiKeySpec, &RateLimitSpec, &EverythingRequestSpec)
 )]
 pub struct ApiDoc;
 
@@ -339,6 +352,7 @@ fn load_engine(
         embedding_cache_bytes: options.cache_mb << 20,
         embeddings_f16: options.cache_f16,
         logits_cache_bytes: options.logits_cache_mb << 20,
+        tenant_cache_share: options.tenant_cache_mb.map(|mb| (mb as f64 / options.cache_mb.max(1) as f64).min(1.0)),
         encoder_queue: options.encoder_queue,
         encoder_slots: options.encoder_sessions,
         decoder_slots: options.decoder_sessions * models.len(),
@@ -446,6 +460,7 @@ fn open_jobs(options: &ServeOptions, shared: Option<&Arc<SharedStore>>) -> anyho
         retention: Duration::from_secs_f64(options.job_retention_hours.max(0.0) * 3600.0),
         image_limits: ImageLimits { max_bytes: options.max_body_mb << 20, max_pixels: options.max_pixels },
         min_free_disk_bytes: options.min_free_disk_mb << 20,
+        quota: JobQuota { jobs: options.tenant_max_jobs, bytes: options.tenant_max_job_mb.map(|mb| mb << 20) },
     };
     let Some(shared) = shared else {
         return Jobs::open(config)

@@ -14,6 +14,8 @@ use crate::tenant::Tenant;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SegmentRequest {
+    /// At most `--max-prompts` (256 by default).
+    #[schema(min_items = 1)]
     pub prompts: Vec<PromptSpec>,
     /// The 3 candidate masks per prompt instead of the single-mask output.
     #[serde(default)]

@@ -7,8 +7,8 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::store::Store;
-use super::{Claim, JobQueue, JobSummary, JobsError, Removal, StagedUpload};
-use crate::batch::{BatchTask, ImageOutcome};
+use super::{Claim, JobQueue, JobSummary, JobsError, NewJob, Removal, StagedUpload};
+use crate::batch::ImageOutcome;
 
 /// How often expired jobs are looked for at most and at least (a tenth of the retention in between).
 const SWEEP_INTERVAL: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
@@ -78,13 +78,17 @@ impl LocalQueue {
 }
 
 impl JobQueue for LocalQueue {
-    fn submit(&self, id: &str, model: &str, task: &BatchTask, mut upload: StagedUpload) -> Result<(), JobsError> {
+    fn submit(&self, id: &str, owner: &str, job: NewJob, mut upload: StagedUpload) -> Result<(), JobsError> {
+        // One lock from the quota check to the record: two submissions cannot both take the last place.
+        let mut store = lock(&self.store);
+        job.quota.admit(store.in_flight(owner)?, job.bytes)?;
         let folder = self.images_folder(id);
         std::fs::rename(&upload.folder, &folder)
             .map_err(|e| JobsError::Internal(format!("cannot keep the images: {e}")))?;
         upload.folder = folder.clone();
         sync_folder(&folder);
-        lock(&self.store).create(id, model, task, &upload.files)?;
+        store.create(id, owner, job.bytes, job.model, job.task, &upload.files)?;
+        drop(store);
         upload.owned = false;
         self.wake.notify_all();
         Ok(())

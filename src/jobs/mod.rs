@@ -35,6 +35,34 @@ pub struct JobsConfig {
     pub image_limits: ImageLimits,
     /// New jobs are refused while the disk under `data_dir` has less free space than this.
     pub min_free_disk_bytes: u64,
+    pub quota: JobQuota,
+}
+
+/// What one tenant may have in flight (jobs queued or running): how many jobs, and how many bytes of images.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JobQuota {
+    pub jobs: Option<usize>,
+    pub bytes: Option<u64>,
+}
+
+impl JobQuota {
+    /// Whether a tenant that holds `held` (jobs, bytes) in flight may add a job of `incoming` bytes.
+    fn admit(&self, held: (usize, u64), incoming: u64) -> Result<(), JobsError> {
+        let (jobs, bytes) = held;
+        if let Some(most) = self.jobs.filter(|&most| jobs >= most) {
+            return Err(JobsError::TooManyJobs(format!(
+                "{jobs} jobs of yours are queued or running, the most you may have at once ({most}); wait for one to end"
+            )));
+        }
+        if let Some(most) = self.bytes.filter(|&most| bytes + incoming > most) {
+            return Err(JobsError::OverStorageQuota(format!(
+                "your jobs in flight would hold {} MiB of images, over your {} MiB",
+                (bytes + incoming).div_ceil(1 << 20),
+                most >> 20
+            )));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +75,12 @@ pub enum JobsError {
     /// The disk under the data folder is (nearly) full: new uploads are refused until space is freed.
     #[error("{0}")]
     NoRoom(String),
+    /// The tenant has as many jobs in flight as its quota allows.
+    #[error("{0}")]
+    TooManyJobs(String),
+    /// The tenant's jobs in flight would hold more image bytes than its quota allows.
+    #[error("{0}")]
+    OverStorageQuota(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -87,6 +121,11 @@ impl StagedUpload {
         self.files.push(file_name);
     }
 
+    /// The bytes of all files received.
+    fn bytes(&self) -> std::io::Result<u64> {
+        (0..self.files.len()).map(|position| Ok(self.folder.join(position.to_string()).metadata()?.len())).sum()
+    }
+
     /// The bytes of the file at `position`.
     fn read(&self, position: usize) -> std::io::Result<Vec<u8>> {
         std::fs::read(self.folder.join(position.to_string()))
@@ -108,10 +147,20 @@ pub struct Claim {
     ticket: String,
 }
 
+/// What a queue records of a new job, and the quota that admits it.
+struct NewJob<'a> {
+    model: &'a str,
+    task: &'a BatchTask,
+    /// Of its images.
+    bytes: u64,
+    quota: JobQuota,
+}
+
 /// Where jobs are kept and how workers take their images.
 trait JobQueue: Send + Sync {
-    /// Records a job for the staged images, taking them over; once this returns, the job survives a crash.
-    fn submit(&self, id: &str, model: &str, task: &BatchTask, upload: StagedUpload) -> Result<(), JobsError>;
+    /// Records a job of `owner` (a tenant's name) for the staged images, taking them over, if `quota` admits it
+    /// next to the owner's jobs in flight; once this returns, the job survives a crash.
+    fn submit(&self, id: &str, owner: &str, job: NewJob, upload: StagedUpload) -> Result<(), JobsError>;
     fn summary(&self, id: &str) -> Result<Option<JobSummary>, JobsError>;
     /// The outcomes of the images done so far, in upload order; `None` for an unknown job.
     fn outcomes(&self, id: &str) -> Result<Option<Vec<(String, ImageOutcome)>>, JobsError>;
@@ -215,7 +264,9 @@ impl Jobs {
         upload: StagedUpload,
     ) -> Result<String, JobsError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
-        self.queue.submit(&tenant.scope(&id), model, task, upload)?;
+        let bytes = upload.bytes().map_err(|e| JobsError::Internal(format!("cannot read the upload: {e}")))?;
+        let job = NewJob { model, task, bytes, quota: self.config.quota };
+        self.queue.submit(&tenant.scope(&id), tenant.name(), job, upload)?;
         Ok(id)
     }
 

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use redis::RedisResult;
 
 use super::store::{JobStatus, PendingImage};
-use super::{BlobStore, Claim, JobQueue, JobSummary, JobsError, RedisLink, Removal, StagedUpload};
+use super::{BlobStore, Claim, JobQueue, JobSummary, JobsError, NewJob, RedisLink, Removal, StagedUpload};
 use crate::batch::{BatchTask, ImageOutcome};
+use crate::tenant::owner_of_scoped;
 
 const QUEUE: &str = "samserve:{jobs}:queue";
 const GROUP: &str = "workers";
@@ -25,6 +26,12 @@ const MAX_DELIVERIES: u64 = 3;
 
 fn job_key(id: &str) -> String {
     format!("samserve:{{jobs}}:job:{id}")
+}
+
+/// A tenant's jobs in flight (queued or running): job id -> bytes of its images. In the jobs' hash slot, so that
+/// the scripts that start and end jobs keep it in step.
+fn in_flight_key(owner: &str) -> String {
+    format!("samserve:{{jobs}}:in-flight:{owner}")
 }
 
 /// Outcomes of the images that succeeded: position -> ImageOutcome JSON.
@@ -39,7 +46,8 @@ fn errors_key(id: &str) -> String {
 
 /// Records an image's outcome once and acknowledges its entry; ends the job after its last image. Returns the job's
 /// image count when this call ended it, else 0.
-/// KEYS: job, outcomes, errors, queue. ARGV: group, entry, position, record, failed (0/1), now, retention in ms.
+/// KEYS: job, outcomes, errors, queue, in-flight. ARGV: group, entry, position, record, failed (0/1), now,
+/// retention in ms, job id.
 const FINISH_SCRIPT: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1
   and redis.call('HEXISTS', KEYS[2], ARGV[3]) == 0 and redis.call('HEXISTS', KEYS[3], ARGV[3]) == 0 then
@@ -60,6 +68,7 @@ if (job[1] == 'queued' or job[1] == 'running') and tonumber(job[2]) == tonumber(
   if tonumber(job[2]) > tonumber(job[3]) then status = 'succeeded' end
   redis.call('HSET', KEYS[1], 'status', status, 'finished_at', ARGV[6])
   for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[7]) end
+  redis.call('ZREM', KEYS[5], ARGV[8])
   return tonumber(job[4])
 end
 return 0
@@ -67,27 +76,40 @@ return 0
 
 /// Cancels a job that has not ended (it expires after the retention), or deletes one that has. Returns
 /// {-1 (unknown) | 1 (cancelled) | 0 (deleted), image count}.
-/// KEYS: job, outcomes, errors. ARGV: now, retention in ms.
+/// KEYS: job, outcomes, errors, in-flight. ARGV: now, retention in ms, job id.
 const REMOVE_SCRIPT: &str = r"
 local job = redis.call('HMGET', KEYS[1], 'status', 'total')
 if not job[1] then return {-1, 0} end
 if job[1] == 'queued' or job[1] == 'running' then
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'updated_at', ARGV[1], 'finished_at', ARGV[1])
   for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+  redis.call('ZREM', KEYS[4], ARGV[3])
   return {1, tonumber(job[2])}
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 return {0, tonumber(job[2])}
 ";
 
-/// Records a job and queues one entry per image, at once.
-/// KEYS: job, queue. ARGV: job id, image count, then the job's fields and values.
+/// Records a job and queues one entry per image, at once, if the tenant's quota admits it next to its jobs in
+/// flight; else changes nothing and returns what the tenant holds: {jobs, bytes} ({-1, -1}: recorded).
+/// KEYS: job, queue, in-flight. ARGV: job id, image count, bytes, most jobs, most bytes (-1: no limit), then the
+/// job's fields and values.
 const SUBMIT_SCRIPT: &str = r"
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+local jobs = redis.call('ZCARD', KEYS[3])
+local bytes = 0
+for i, held in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES')) do
+  if i % 2 == 0 then bytes = bytes + tonumber(held) end
+end
+local incoming, most_jobs, most_bytes = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+if (most_jobs >= 0 and jobs >= most_jobs) or (most_bytes >= 0 and bytes + incoming > most_bytes) then
+  return {jobs, bytes}
+end
+redis.call('ZADD', KEYS[3], incoming, ARGV[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 for position = 0, tonumber(ARGV[2]) - 1 do
   redis.call('XADD', KEYS[2], '*', 'job', ARGV[1], 'position', position)
 end
-return 0
+return {-1, -1}
 ";
 
 /// Acknowledges and deletes an entry without an outcome (its job was cancelled, deleted or expired).
@@ -247,9 +269,11 @@ impl SharedQueue {
             Err(message) => (message.clone(), "1"),
         };
         let id = &claim.image.job_id;
-        let mut command = eval(FINISH_SCRIPT, &[job_key(id), outcomes_key(id), errors_key(id), QUEUE.to_string()]);
+        let keys =
+            [job_key(id), outcomes_key(id), errors_key(id), QUEUE.to_string(), in_flight_key(owner_of_scoped(id))];
+        let mut command = eval(FINISH_SCRIPT, &keys);
         command.arg(GROUP).arg(&claim.ticket).arg(claim.image.position).arg(record).arg(failed);
-        Ok(self.link.query(command.arg(now()).arg(self.retention_ms()))?)
+        Ok(self.link.query(command.arg(now()).arg(self.retention_ms()).arg(id))?)
     }
 
     fn read_files(&self, id: &str) -> Result<Option<Vec<String>>, JobsError> {
@@ -259,7 +283,7 @@ impl SharedQueue {
 }
 
 impl JobQueue for SharedQueue {
-    fn submit(&self, id: &str, model: &str, task: &BatchTask, upload: StagedUpload) -> Result<(), JobsError> {
+    fn submit(&self, id: &str, owner: &str, job: NewJob, upload: StagedUpload) -> Result<(), JobsError> {
         let files = upload.file_names();
         for position in 0..files.len() {
             let bytes =
@@ -271,8 +295,8 @@ impl JobQueue for SharedQueue {
         }
         let time = now().to_string();
         let fields = [
-            ("model", model.to_string()),
-            ("task", serde_json::to_string(task).map_err(corrupt)?),
+            ("model", job.model.to_string()),
+            ("task", serde_json::to_string(job.task).map_err(corrupt)?),
             ("files", serde_json::to_string(files).map_err(corrupt)?),
             ("status", "queued".to_string()),
             ("total", files.len().to_string()),
@@ -281,13 +305,24 @@ impl JobQueue for SharedQueue {
             ("created_at", time.clone()),
             ("updated_at", time),
         ];
-        let mut command = eval(SUBMIT_SCRIPT, &[job_key(id), QUEUE.to_string()]);
-        command.arg(id).arg(files.len()).arg(&fields);
-        if let Err(error) = self.link.query::<()>(&command) {
+        let limit = |most: Option<u64>| most.map_or(-1, |most| most as i64);
+        let mut command = eval(SUBMIT_SCRIPT, &[job_key(id), QUEUE.to_string(), in_flight_key(owner)]);
+        command.arg(id).arg(files.len()).arg(job.bytes);
+        command.arg(limit(job.quota.jobs.map(|jobs| jobs as u64))).arg(limit(job.quota.bytes)).arg(&fields);
+        let held: Result<(i64, i64), _> = self.link.query(&command);
+        let admitted = match held {
+            Ok((-1, _)) => Ok(()),
+            Ok((jobs, bytes)) => {
+                Err(job.quota.admit((jobs as usize, bytes as u64), job.bytes).err().unwrap_or_else(|| {
+                    JobsError::Internal("the job store refused a job that the quota admits".to_string())
+                }))
+            }
+            Err(error) => Err(error.into()),
+        };
+        if admitted.is_err() {
             self.blobs.remove_job(id, files.len());
-            return Err(error.into());
         }
-        Ok(())
+        admitted
     }
 
     fn summary(&self, id: &str) -> Result<Option<JobSummary>, JobsError> {
@@ -333,8 +368,9 @@ impl JobQueue for SharedQueue {
     }
 
     fn remove(&self, id: &str) -> Result<Removal, JobsError> {
-        let mut command = eval(REMOVE_SCRIPT, &[job_key(id), outcomes_key(id), errors_key(id)]);
-        command.arg(now()).arg(self.retention_ms());
+        let keys = [job_key(id), outcomes_key(id), errors_key(id), in_flight_key(owner_of_scoped(id))];
+        let mut command = eval(REMOVE_SCRIPT, &keys);
+        command.arg(now()).arg(self.retention_ms()).arg(id);
         let (code, total): (i64, usize) = self.link.query(&command)?;
         if code < 0 {
             return Ok(Removal::NotFound);

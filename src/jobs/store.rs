@@ -99,7 +99,9 @@ impl Store {
                  total INTEGER NOT NULL,
                  created_at REAL NOT NULL,
                  updated_at REAL NOT NULL,
-                 finished_at REAL
+                 finished_at REAL,
+                 owner TEXT NOT NULL DEFAULT '',
+                 bytes INTEGER NOT NULL DEFAULT 0
              );
              CREATE TABLE IF NOT EXISTS job_images (
                  job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
@@ -111,16 +113,47 @@ impl Store {
                  PRIMARY KEY (job_id, position)
              );",
         )?;
+        // Databases from before tenants: their jobs are the anonymous tenant's, of unknown size.
+        let columns: Vec<String> = connection
+            .prepare("SELECT name FROM pragma_table_info('jobs')")?
+            .query_map([], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        if !columns.iter().any(|column| column == "owner") {
+            connection.execute_batch(
+                "ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+                 ALTER TABLE jobs ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;",
+            )?;
+        }
+        connection.execute_batch("CREATE INDEX IF NOT EXISTS jobs_in_flight ON jobs (owner, status);")?;
         Ok(Self { connection })
     }
 
+    /// How many jobs of `owner` are queued or running, and the bytes of their images.
+    pub fn in_flight(&self, owner: &str) -> Result<(usize, u64), StoreError> {
+        let (jobs, bytes): (i64, i64) = self.connection.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM jobs WHERE owner = ?1 AND status IN ('queued', 'running')",
+            params![owner],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        Ok((jobs as usize, bytes as u64))
+    }
+
     /// Records a new job with its images (file names in upload order), all pending.
-    pub fn create(&mut self, id: &str, model: &str, task: &BatchTask, files: &[String]) -> Result<(), StoreError> {
+    pub fn create(
+        &mut self,
+        id: &str,
+        owner: &str,
+        bytes: u64,
+        model: &str,
+        task: &BatchTask,
+        files: &[String],
+    ) -> Result<(), StoreError> {
         let transaction = self.connection.transaction()?;
         let time = now();
         transaction.execute(
-            "INSERT INTO jobs (id, model, task, status, total, created_at, updated_at) VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?5)",
-            params![id, model, serde_json::to_string(task)?, files.len() as i64, time],
+            "INSERT INTO jobs (id, owner, bytes, model, task, status, total, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?7)",
+            params![id, owner, bytes as i64, model, serde_json::to_string(task)?, files.len() as i64, time],
         )?;
         {
             let mut insert = transaction.prepare(
@@ -305,6 +338,25 @@ mod tests {
     }
 
     #[test]
+    fn a_database_from_before_tenants_gets_owners_and_sizes() {
+        let folder = std::env::temp_dir().join(format!("samserve-store-old-{}", std::process::id()));
+        std::fs::create_dir_all(&folder).unwrap();
+        let path = folder.join("jobs.sqlite");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE jobs (id TEXT PRIMARY KEY, model TEXT NOT NULL, task TEXT NOT NULL, status TEXT NOT NULL,
+                 total INTEGER NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL, finished_at REAL);
+                 INSERT INTO jobs VALUES ('old', 'm', '{}', 'queued', 1, 0, 0, NULL);",
+            )
+            .unwrap();
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.in_flight("").unwrap(), (1, 0));
+        drop(store);
+        std::fs::remove_dir_all(&folder).unwrap();
+    }
+
+    #[test]
     fn a_job_ends_when_its_last_image_is_done_and_survives_reopening() {
         let folder = std::env::temp_dir().join(format!("samserve-store-{}", std::process::id()));
         std::fs::create_dir_all(&folder).unwrap();
@@ -312,24 +364,28 @@ mod tests {
         let task = BatchTask::Everything { params: AmgParams::default() };
         {
             let mut store = Store::open(&path).unwrap();
-            store.create("j1", "m", &task, &["a.png".into(), "b.png".into(), "c.png".into()]).unwrap();
-            assert!(!store.finish_image("j1", 1, &Ok(outcome(2))).unwrap());
+            store
+                .create("alice.j1", "alice", 300, "m", &task, &["a.png".into(), "b.png".into(), "c.png".into()])
+                .unwrap();
+            assert_eq!((store.in_flight("alice").unwrap(), store.in_flight("bob").unwrap()), ((1, 300), (0, 0)));
+            assert!(!store.finish_image("alice.j1", 1, &Ok(outcome(2))).unwrap());
             // A second report for the same image changes nothing (no duplicates).
-            assert!(!store.finish_image("j1", 1, &Ok(outcome(9))).unwrap());
+            assert!(!store.finish_image("alice.j1", 1, &Ok(outcome(9))).unwrap());
         }
         let mut store = Store::open(&path).unwrap();
         let pending: Vec<usize> = store.pending(10, |_, _| false).unwrap().iter().map(|p| p.position).collect();
         assert_eq!(pending, vec![0, 2]);
-        assert!(!store.finish_image("j1", 0, &Err("broken".into())).unwrap());
-        assert!(store.finish_image("j1", 2, &Ok(outcome(3))).unwrap());
-        let summary = store.summary("j1").unwrap().unwrap();
+        assert!(!store.finish_image("alice.j1", 0, &Err("broken".into())).unwrap());
+        assert!(store.finish_image("alice.j1", 2, &Ok(outcome(3))).unwrap());
+        assert_eq!(store.in_flight("alice").unwrap(), (0, 0), "an ended job is no longer in flight");
+        let summary = store.summary("alice.j1").unwrap().unwrap();
         assert_eq!((summary.status, summary.done, summary.failed), (JobStatus::Succeeded, 3, 1));
         assert_eq!(summary.errors, vec![("a.png".to_string(), "broken".to_string())]);
-        let widths: Vec<usize> = store.outcomes("j1").unwrap().iter().map(|(_, o)| o.width).collect();
+        let widths: Vec<usize> = store.outcomes("alice.j1").unwrap().iter().map(|(_, o)| o.width).collect();
         assert_eq!(widths, vec![2, 3]);
-        assert!(!store.cancel("j1").unwrap());
-        assert!(store.delete("j1").unwrap());
-        assert!(store.summary("j1").unwrap().is_none());
+        assert!(!store.cancel("alice.j1").unwrap());
+        assert!(store.delete("alice.j1").unwrap());
+        assert!(store.summary("alice.j1").unwrap().is_none());
         std::fs::remove_dir_all(&folder).unwrap();
     }
 }

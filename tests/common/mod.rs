@@ -91,3 +91,14 @@ pub fn read_json(name: &str) -> serde_json::Value {
     let text = std::fs::read_to_string(fixtures().join(name)).unwrap();
     serde_json::from_str(&text).unwrap()
 }
+
+/// A PNG of `width` x `height` whose pixels depend on `seed`, so that each seed is a new image.
+pub fn synthetic_png(seed: u32, width: u32, height: u32) -> Vec<u8> {
+    let image = image::RgbImage::from_fn(width, height, |x, y| {
+        let v = x.wrapping_mul(31).wrapping_add(y.wrapping_mul(17)).wrapping_add(seed.wrapping_mul(97));
+        image::Rgb([(v % 251) as u8, ((v / 3) % 253) as u8, (seed % 256) as u8])
+    });
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(image).write_to(&mut bytes, image::ImageFormat::Png).unwrap();
+    bytes.into_inner()
+}
