@@ -22,3 +22,4 @@ pub mod redis_target;
 pub mod segment;
 pub mod tenant;
 pub mod timing;
+pub mod whole_number;

@@ -42,11 +42,11 @@ pub const MAX_POINTS_PER_PROMPT: usize = 64;
 pub struct PromptSpec {
     /// `[[x, y], ...]` in pixels of the original image (after EXIF orientation).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schema(max_items = 64)]
+    #[schema(schema_with = point_list_schema)]
     pub points: Vec<[f64; 2]>,
     /// One per point: 1 = foreground, 0 = background.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schema(max_items = 64)]
+    #[schema(schema_with = label_list_schema)]
     pub labels: Vec<i64>,
     /// `[x0, y0, x1, y1]`
     #[serde(rename = "box", skip_serializing_if = "Option::is_none")]
@@ -55,6 +55,29 @@ pub struct PromptSpec {
     /// A `logits_id` from an earlier result, for iterative refinement.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mask_input: Option<String>,
+}
+
+/// `points` in the spec: up to [`MAX_POINTS_PER_PROMPT`] pairs of numbers.
+fn point_list_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    let pair =
+        ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::Number)).min_items(Some(2)).max_items(Some(2));
+    ArrayBuilder::new()
+        .items(pair)
+        .max_items(Some(MAX_POINTS_PER_PROMPT))
+        .description(Some("`[[x, y], ...]` in pixels of the original image (after EXIF orientation)."))
+        .build()
+}
+
+/// `labels` in the spec: one 0 or 1 per point.
+fn label_list_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    let label = ObjectBuilder::new().schema_type(Type::Integer).enum_values(Some([0, 1]));
+    ArrayBuilder::new()
+        .items(label)
+        .max_items(Some(MAX_POINTS_PER_PROMPT))
+        .description(Some("One per point: 1 = foreground, 0 = background."))
+        .build()
 }
 
 impl PromptSpec {

@@ -40,10 +40,12 @@ pub struct AmgParams {
     /// Grid points along each side of a crop.
     #[arg(long, default_value_t = DEFAULTS.points_per_side)]
     #[schema(minimum = 1, maximum = 128)]
+    #[serde(deserialize_with = "crate::whole_number::whole_number")]
     pub points_per_side: usize,
     /// Points decoded together in one decoder run.
     #[arg(long, default_value_t = DEFAULTS.points_per_batch)]
     #[schema(minimum = 1, maximum = 1024)]
+    #[serde(deserialize_with = "crate::whole_number::whole_number")]
     pub points_per_batch: usize,
     /// Keep masks whose predicted IoU is above this [default: the official generator's for the model's family:
     /// 0.88 for SAM, 0.8 for SAM 2]
@@ -66,6 +68,7 @@ pub struct AmgParams {
     /// Crop layers: layer i runs the grid again on (2^i)^2 overlapping crops (needs the pixels).
     #[arg(long, default_value_t = DEFAULTS.crop_n_layers)]
     #[schema(maximum = 3)]
+    #[serde(deserialize_with = "crate::whole_number::whole_number")]
     pub crop_n_layers: usize,
     /// Box IoU above which duplicates across crops are dropped (smaller crops win).
     #[arg(long, default_value_t = DEFAULTS.crop_nms_thresh)]
@@ -78,9 +81,11 @@ pub struct AmgParams {
     /// Points per side are divided by this on each further crop layer.
     #[arg(long, default_value_t = DEFAULTS.crop_n_points_downscale_factor)]
     #[schema(minimum = 1)]
+    #[serde(deserialize_with = "crate::whole_number::whole_number")]
     pub crop_n_points_downscale_factor: usize,
     /// Fill holes and remove islands smaller than this many pixels (0: off).
     #[arg(long, default_value_t = DEFAULTS.min_mask_region_area)]
+    #[serde(deserialize_with = "crate::whole_number::whole_number")]
     pub min_mask_region_area: usize,
 }
 

@@ -125,7 +125,8 @@ pub fn parse_json<T: DeserializeOwned>(text: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(text).map_err(|error| {
         // serde_json calls an array longer than a fixed-size field "trailing characters", a syntax error; the
         // text is well-formed JSON all the same.
-        let well_formed = || serde_json::from_slice::<serde::de::IgnoredAny>(text).is_ok();
+        // (Parsed as values, so that nesting past serde_json's limit stays malformed.)
+        let well_formed = || serde_json::from_slice::<serde_json::Value>(text).is_ok();
         if error.is_data() || (error.is_syntax() && well_formed()) {
             ApiError::invalid_request(error.to_string())
         } else if has_non_finite_number(text) {

@@ -22,10 +22,10 @@ pub struct EverythingResponse {
     pub masks: Vec<EverythingMask>,
 }
 
-/// The body: SamAutomaticMaskGenerator's parameters (all optional) and `output` (default `["rle"]`). An empty body
-/// means all defaults.
+/// The body: SamAutomaticMaskGenerator's parameters (all optional) and `output` (default `["rle"]`). No body
+/// means all defaults (a body of spaces is malformed JSON, as anywhere else).
 fn parse_request(text: &[u8]) -> Result<(AmgParams, Vec<OutputFormat>), ApiError> {
-    if text.iter().all(u8::is_ascii_whitespace) {
+    if text.is_empty() {
         return Ok((AmgParams::default(), vec![OutputFormat::Rle]));
     }
     let mut fields: serde_json::Map<String, serde_json::Value> = body::parse_json(text)?;
@@ -53,6 +53,11 @@ impl utoipa::Modify for EverythingRequestSpec {
             .items(Ref::from_schema_name("OutputFormat"))
             .description(Some("Encodings of each mask; `[\"rle\"]` when absent."));
         request.properties.insert("output".to_string(), output.into());
+        // Crops need the pixels, which a cached image no longer has.
+        if let Some(RefOr::T(Schema::Object(crop_layers))) = request.properties.get_mut("crop_n_layers") {
+            crop_layers.maximum = Some(0.into());
+            crop_layers.description = Some("0 here: crop layers need the pixels (use a batch job)".to_string());
+        }
         request.description = Some("SamAutomaticMaskGenerator's parameters (all optional) and `output`.".to_string());
         components.schemas.insert("EverythingRequest".to_string(), Schema::Object(request).into());
         let route = openapi.paths.paths.get_mut("/v1/images/{image_id}/everything");
@@ -115,6 +120,8 @@ mod tests {
         assert_eq!(params.points_per_side, 8);
         assert_eq!(output, vec![OutputFormat::Rle, OutputFormat::Png]);
         assert_eq!(parse_request(b"").unwrap().0, AmgParams::default());
+        assert_eq!(parse_request(b"\n").unwrap_err().status.as_u16(), 400);
+        assert_eq!(parse_request(br#"{"points_per_side": 8.0}"#).unwrap().0.points_per_side, 8);
         assert_eq!(parse_request(br#"{"points_per_sde": 8}"#).unwrap_err().status.as_u16(), 422);
         assert_eq!(parse_request(br#"{"output": ["jpeg"]}"#).unwrap_err().status.as_u16(), 422);
         assert_eq!(parse_request(br#"[1]"#).unwrap_err().status.as_u16(), 422);

@@ -43,6 +43,18 @@ pub struct JobSpec {
     pub output: Option<Vec<OutputFormat>>,
 }
 
+/// The form of `POST /v1/jobs`, for the spec (the handler streams the files to disk as they come).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct JobForm {
+    /// The image files, each with its file name (unique within the job).
+    #[schema(value_type = Vec<String>, format = Binary, min_items = 1)]
+    image: Vec<Vec<u8>>,
+    /// Mode, prompts and parameters, as JSON text (default: everything with the generator's defaults).
+    #[schema(required = false)]
+    spec: JobSpec,
+}
+
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct JobAccepted {
     pub job_id: String,
@@ -219,7 +231,7 @@ async fn receive(
 /// Answers 202 once the images and the job are on disk: from then on the job survives a crash or restart.
 #[utoipa::path(
     params(ModelQuery),
-    request_body(content_type = "multipart/form-data", description = "`image` files and an optional `spec` JSON field (JobSpec)"),
+    request_body(content = JobForm, content_type = "multipart/form-data"),
     responses(
         (status = 202, body = JobAccepted),
         (status = 400, description = "malformed body or spec JSON", body = ErrorBody),

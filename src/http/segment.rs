@@ -25,11 +25,22 @@ pub struct SegmentRequest {
     pub output: Vec<OutputFormat>,
     /// SAM 2 models only (SAM2ImagePredictor's option): fill holes of at most this many low-res pixels before
     /// upsampling; 0 = off.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole_number::whole_number")]
     pub max_hole_area: usize,
     /// SAM 2 models only: remove islands of at most this many low-res pixels before upsampling; 0 = off.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole_number::whole_number")]
     pub max_sprinkle_area: usize,
+}
+
+/// The form of `POST /v1/segment`, for the spec (the handler reads the parts as they come).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct SegmentForm {
+    /// The image file.
+    #[schema(value_type = String, format = Binary)]
+    image: Vec<u8>,
+    /// The prompts, as JSON text.
+    request: SegmentRequest,
 }
 
 fn default_output() -> Vec<OutputFormat> {
@@ -118,7 +129,7 @@ pub async fn segment_image(
 /// `request`, the body of `/v1/images/{image_id}/segment`). Uses and fills the embedding cache.
 #[utoipa::path(
     params(ModelQuery),
-    request_body(content_type = "multipart/form-data", description = "`image` file and `request` JSON field"),
+    request_body(content = SegmentForm, content_type = "multipart/form-data"),
     responses(
         (status = 200, body = SegmentResponse),
         (status = 400, description = "malformed body or JSON, missing field", body = ErrorBody),
