@@ -447,8 +447,10 @@ fn bad_requests_get_their_documented_errors_and_change_nothing() {
     }
     let unknown_model = server.post("/v1/images?model=nope", "image/png", &png);
     assert_eq!((unknown_model.status, unknown_model.error_code().as_str()), (404, "model_not_found"));
-    let no_image_field = server.post_form("/v1/images", &[("picture", Some("x.png"), &png)]);
+    let no_image_field = server.post_form("/v1/images", &[]);
     assert_eq!((no_image_field.status, no_image_field.error_code().as_str()), (400, "malformed_body"));
+    let unknown_field = server.post_form("/v1/images", &[("picture", Some("x.png"), &png)]);
+    assert_eq!((unknown_field.status, unknown_field.error_code().as_str()), (422, "invalid_request"));
     let one_shot_json = server.post("/v1/segment", "application/json", b"{}");
     assert_eq!(one_shot_json.status, 415);
     let one_shot_no_request = server.post_form("/v1/segment", &[("image", Some("x.png"), &png)]);

@@ -123,6 +123,7 @@ fn bad_submissions_are_refused_with_clear_errors() {
         code(&[("image", Some("a.png"), &png), ("spec", None, br#"{"everything": {"points_per_side": 0}}"#)]),
         (422, "invalid_request".into())
     );
+    assert_eq!(code(&[("image", Some("a.png"), &png), ("sepc", None, b"{}")]), (422, "invalid_request".into()));
     assert_eq!(
         code(&[("image", Some("a.png"), &png), ("spec", None, br#"{"output": ["png"]}"#)]),
         (422, "invalid_request".into())

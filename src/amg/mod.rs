@@ -59,7 +59,7 @@ pub struct AmgParams {
     pub stability_score_thresh: f32,
     /// The logit offset of the stability score.
     #[arg(long, default_value_t = DEFAULTS.stability_score_offset)]
-    #[schema(minimum = 0)]
+    #[schema(minimum = 0, maximum = 1000)]
     pub stability_score_offset: f32,
     /// Box IoU above which the lower-scored of two masks of a crop is dropped.
     #[arg(long, default_value_t = DEFAULTS.box_nms_thresh)]
@@ -126,8 +126,8 @@ impl AmgParams {
                 "pred_iou_thresh, stability_score_thresh, box_nms_thresh and crop_nms_thresh must be in [0, 1]",
             );
         }
-        if !(self.stability_score_offset.is_finite() && self.stability_score_offset >= 0.0) {
-            return invalid("stability_score_offset must be a finite number >= 0");
+        if !(0.0..=1000.0).contains(&self.stability_score_offset) {
+            return invalid("stability_score_offset must be in [0, 1000]");
         }
         if self.crop_n_layers > 3 {
             return invalid("crop_n_layers must be at most 3");

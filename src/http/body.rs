@@ -56,29 +56,42 @@ pub struct Form {
     pub request: Option<Vec<u8>>,
 }
 
-/// Reads a multipart form with a limit on all of it together; unknown fields are read and dropped.
-pub async fn read_form(request: &HttpRequest, payload: Payload, limit: usize) -> Result<Form, ApiError> {
+/// Reads a multipart form of the `fields` named (others are 422, as unknown JSON fields are) with a limit on all
+/// of it together.
+pub async fn read_form(
+    request: &HttpRequest,
+    payload: Payload,
+    limit: usize,
+    fields: &[&str],
+) -> Result<Form, ApiError> {
     let mut multipart = Multipart::new(request.headers(), payload);
     let mut form = Form::default();
     let mut total = 0usize;
     while let Some(field) = multipart.next().await {
         let field = field.map_err(|e| ApiError::malformed_body(format!("malformed multipart body: {e}")))?;
         let name = field.name().unwrap_or_default().to_string();
+        if !fields.contains(&name.as_str()) {
+            return Err(unknown_field(&name, fields));
+        }
         let bytes = read_limited(field, limit - total).await?;
         total += bytes.len();
         match name.as_str() {
             "image" => form.image = Some(bytes),
-            "request" => form.request = Some(bytes),
-            _ => {}
+            _ => form.request = Some(bytes),
         }
     }
     Ok(form)
 }
 
+/// 422 for a form field the route does not take.
+pub fn unknown_field(name: &str, fields: &[&str]) -> ApiError {
+    ApiError::invalid_request(format!("unknown form field {name:?}: the form takes `{}`", fields.join("`, `")))
+}
+
 /// The image of an upload: the raw body (any `image/*` or `application/octet-stream`) or the multipart file `image`.
 pub async fn read_image_upload(request: &HttpRequest, payload: Payload, limit: usize) -> Result<Vec<u8>, ApiError> {
     match mime_essence(request).as_deref() {
-        Some("multipart/form-data") => read_form(request, payload, limit)
+        Some("multipart/form-data") => read_form(request, payload, limit, &["image"])
             .await?
             .image
             .ok_or_else(|| ApiError::malformed_body("the multipart form has no file field `image`")),

@@ -53,6 +53,7 @@ impl ImageInfo {
 #[utoipa::path(
     params(ModelQuery),
     request_body(
+        content = ImageBytes,
         content_type = "image/*",
         description = "The image bytes with their image/* type (or application/octet-stream), or multipart/form-data with the file field `image`"
     ),
@@ -79,6 +80,12 @@ pub async fn upload(
     let upload = state.within_time_limit(engine.add_image(&tenant, query.model.as_deref(), bytes)).await??;
     Ok(HttpResponse::Ok().json(ImageInfo::new(&upload.record, upload.cached)))
 }
+
+/// An upload's body in the spec: the image file's bytes.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary, min_length = 1)]
+#[allow(dead_code)]
+pub struct ImageBytes(Vec<u8>);
 
 /// The metadata of a cached image.
 #[utoipa::path(

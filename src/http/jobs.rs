@@ -44,7 +44,8 @@ pub struct JobSpec {
 }
 
 /// The form of `POST /v1/jobs`, for the spec (the handler streams the files to disk as they come).
-#[derive(utoipa::ToSchema)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct JobForm {
     /// The image files, each with its file name (unique within the job).
@@ -217,11 +218,7 @@ async fn receive(
                 upload.added(name);
             }
             "spec" => spec = Some(body::read_limited(field, limits.max_json_bytes).await?),
-            _ => {
-                while let Some(chunk) = field.next().await {
-                    chunk.map_err(|e| ApiError::malformed_body(format!("could not read the body: {e}")))?;
-                }
-            }
+            other => return Err(body::unknown_field(other, &["image", "spec"])),
         }
     }
     Ok((upload, spec))

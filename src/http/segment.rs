@@ -33,11 +33,12 @@ pub struct SegmentRequest {
 }
 
 /// The form of `POST /v1/segment`, for the spec (the handler reads the parts as they come).
-#[derive(utoipa::ToSchema)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct SegmentForm {
     /// The image file.
-    #[schema(value_type = String, format = Binary)]
+    #[schema(value_type = String, format = Binary, min_length = 1)]
     image: Vec<u8>,
     /// The prompts, as JSON text.
     request: SegmentRequest,
@@ -152,7 +153,7 @@ pub async fn segment_once(
     if !body::is_multipart(&request) {
         return Err(ApiError::unsupported_media_type("send multipart/form-data with the fields `image` and `request`"));
     }
-    let form = body::read_form(&request, payload, state.limits.max_body_bytes).await?;
+    let form = body::read_form(&request, payload, state.limits.max_body_bytes, &["image", "request"]).await?;
     let missing = |field: &str| ApiError::malformed_body(format!("the multipart form has no field `{field}`"));
     let request_json = form.request.ok_or_else(|| missing("request"))?;
     let image = form.image.ok_or_else(|| missing("image"))?;
