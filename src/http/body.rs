@@ -77,7 +77,8 @@ pub async fn read_form(
         total += bytes.len();
         match name.as_str() {
             "image" => form.image = Some(bytes),
-            _ => form.request = Some(bytes),
+            "request" => form.request = Some(bytes),
+            _ => {} // not among `fields` of any route (checked above)
         }
     }
     Ok(form)
