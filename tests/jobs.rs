@@ -1,5 +1,5 @@
 //! Batch jobs against the real server: results, per-image errors, cancel, bad submissions, and a job that survives
-//! kill -9 of the server with results equal to an uninterrupted run.
+//! kill -9 or SIGTERM of the server with results equal to an uninterrupted run.
 
 mod common;
 
@@ -140,7 +140,20 @@ fn bad_submissions_are_refused_with_clear_errors() {
 
 #[test]
 fn a_job_survives_kill_9_and_resumes_with_the_same_results_as_an_uninterrupted_run() {
-    let data_dir = common::temp_dir("kill9");
+    job_resumes_after_a_stop_with_the_same_results_as_an_uninterrupted_run("KILL");
+}
+
+/// A graceful stop leaves the images in progress pending too: none is recorded as failed when the process's end
+/// cuts its inference short.
+#[test]
+fn a_job_survives_sigterm_and_resumes_with_the_same_results_as_an_uninterrupted_run() {
+    job_resumes_after_a_stop_with_the_same_results_as_an_uninterrupted_run("TERM");
+}
+
+/// Stops the server with `signal` in the middle of a job, restarts it, and compares the resumed job's results with
+/// an uninterrupted run's.
+fn job_resumes_after_a_stop_with_the_same_results_as_an_uninterrupted_run(signal: &str) {
+    let data_dir = common::temp_dir(&format!("stopped-{signal}"));
     let data = data_dir.to_str().unwrap();
     let names = ["landscape.png", "portrait.jpg", "gray.png", "rgba.png", "large.jpg", "exif_rotated.jpg"];
     let files: Vec<(String, Vec<u8>)> =
@@ -159,7 +172,9 @@ fn a_job_survives_kill_9_and_resumes_with_the_same_results_as_an_uninterrupted_r
         assert!(Instant::now() < deadline, "no progress: {current}");
         std::thread::sleep(Duration::from_millis(20));
     };
-    drop(server); // SIGKILL: no chance to clean up
+    let pid = server.child.id().to_string();
+    assert!(std::process::Command::new("kill").args([&format!("-{signal}"), &pid]).status().unwrap().success());
+    server.terminate_after_signal(); // (SIGKILL: no chance to clean up)
     assert!(at_kill["done"].as_u64().unwrap() < files.len() as u64, "the job ended before the kill: {at_kill}");
 
     let restarted = Server::start(&["--data-dir", data]);

@@ -13,8 +13,8 @@ use actix_web::middleware::Next;
 use actix_web::web::Data;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, ResponseError};
 
-use super::AppState;
 use super::error::ApiError;
+use super::{AppState, spec};
 use crate::tenant::Tenant;
 
 /// What a client without a valid key is told, and the challenge (RFC 6750) that comes with it.
@@ -76,16 +76,21 @@ pub struct ApiKeySpec;
 
 impl utoipa::Modify for ApiKeySpec {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::Header;
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
         use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
-        use utoipa::openapi::{Content, Ref, ResponseBuilder};
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme("api_key", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
-        let refused = ResponseBuilder::new()
-            .description("the server has API keys and the request has no valid one (WWW-Authenticate)")
-            .content("application/json", Content::new(Some(Ref::from_schema_name("ErrorBody"))))
+        let mut refused = spec::error_response("the server has API keys and the request has no valid one");
+        let challenge = Header::builder()
+            .schema(Some(ObjectBuilder::new().schema_type(Type::String).pattern(Some("^Bearer "))))
+            .description(Some(
+                "the RFC 6750 challenge: `Bearer realm=\"samserve\"`, with `error=\"invalid_token\"` for a wrong key",
+            ))
             .build();
+        refused.headers.insert("WWW-Authenticate".to_string(), challenge.into());
         for item in openapi.paths.paths.iter_mut().filter(|(path, _)| path.starts_with("/v1")).map(|(_, item)| item) {
-            for operation in [&mut item.get, &mut item.post, &mut item.put, &mut item.delete].into_iter().flatten() {
+            for operation in spec::operations_mut(item) {
                 operation.security = Some(vec![
                     SecurityRequirement::new("api_key", Vec::<String>::new()),
                     SecurityRequirement::default(),

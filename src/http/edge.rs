@@ -21,8 +21,8 @@ use futures_util::Stream;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::AppState;
 use super::error::ApiError;
+use super::{AppState, spec};
 
 /// The HTTPS configuration of `--tls-cert` and `--tls-key` (PEM files).
 pub fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfig> {
@@ -81,6 +81,21 @@ pub async fn limit_body_time(
     .error_response();
     timeout.head_mut().set_connection_type(ConnectionType::Close);
     Ok(ServiceResponse::new(request, timeout).map_into_right_body())
+}
+
+/// Lists 408 on the operations that take a body (the body timeout's answer). Runs after the modifiers that add
+/// request bodies.
+pub struct BodyTimeoutSpec;
+
+impl utoipa::Modify for BodyTimeoutSpec {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let timed_out = spec::error_response("the body did not arrive within --body-timeout-s (the connection closes)");
+        for operation in openapi.paths.paths.values_mut().flat_map(spec::operations_mut) {
+            if operation.request_body.is_some() {
+                operation.responses.responses.insert("408".to_string(), timed_out.clone().into());
+            }
+        }
+    }
 }
 
 /// A request body that ends in an error once its time is up.

@@ -84,7 +84,7 @@ impl utoipa::Modify for EverythingRequestSpec {
         (status = 404, description = "unknown image", body = ErrorBody),
         (status = 413, description = "body too large", body = ErrorBody),
         (status = 422, description = "invalid parameters", body = ErrorBody),
-        (status = 503, description = "not ready or timed out (Retry-After)", body = ErrorBody),
+        (status = 503, description = "not ready or timed out", body = ErrorBody),
     )
 )]
 #[post("/v1/images/{image_id}/everything")]

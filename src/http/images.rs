@@ -64,7 +64,7 @@ impl ImageInfo {
         (status = 413, description = "body or decoded image too large", body = ErrorBody),
         (status = 415, description = "not an image, or undecodable", body = ErrorBody),
         (status = 422, description = "an unknown query parameter", body = ErrorBody),
-        (status = 503, description = "not ready, encoder queue full or timed out (Retry-After)", body = ErrorBody),
+        (status = 503, description = "not ready, encoder queue full or timed out", body = ErrorBody),
     )
 )]
 #[post("/v1/images")]

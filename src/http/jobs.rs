@@ -102,7 +102,7 @@ impl From<JobSummary> for JobStatusResponse {
 }
 
 /// The 503 of job routes when replicas share jobs (`--redis`).
-const UNAVAILABLE: &str = "the shared job store (Redis) is unreachable (Retry-After)";
+const UNAVAILABLE: &str = "the shared job store (Redis) is unreachable";
 
 fn store_failed(error: JobsError) -> ApiError {
     match error {
@@ -236,7 +236,7 @@ async fn receive(
         (status = 413, description = "the upload is too large", body = ErrorBody),
         (status = 415, description = "not multipart/form-data", body = ErrorBody),
         (status = 422, description = "no images, duplicate file names, missing prompts or invalid parameters", body = ErrorBody),
-        (status = 503, description = "not ready, or the shared job store (Redis) is unreachable (Retry-After)", body = ErrorBody),
+        (status = 503, description = "not ready, or the shared job store (Redis) is unreachable", body = ErrorBody),
         (status = 507, description = "the server's disk is nearly full (--min-free-disk-mb), or the tenant's jobs in flight would hold more than --tenant-max-job-mb", body = ErrorBody),
     )
 )]

@@ -12,6 +12,7 @@ mod ops;
 mod page;
 mod rate;
 mod segment;
+mod spec;
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -30,8 +31,10 @@ use utoipa::OpenApi;
 pub use error::ApiError;
 
 use auth::ApiKeySpec;
+use edge::BodyTimeoutSpec;
 use everything::EverythingRequestSpec;
 use rate::RateLimitSpec;
+use spec::RetryAfterSpec;
 
 use crate::api_keys::ApiKeys;
 use crate::engine::shared::SharedStore;
@@ -298,7 +301,8 @@ impl AppState {
         ops::metrics,
         ops::openapi
     ),
-    modifiers(&ApiKeySpec, &RateLimitSpec, &EverythingRequestSpec)
+    // (In this order: the last two declare what the others' responses and bodies imply.)
+    modifiers(&ApiKeySpec, &RateLimitSpec, &EverythingRequestSpec, &BodyTimeoutSpec, &RetryAfterSpec)
 )]
 pub struct ApiDoc;
 
@@ -555,6 +559,7 @@ pub async fn serve(runtime: Runtime, options: ServeOptions) -> anyhow::Result<()
     let failure: Arc<Mutex<Option<anyhow::Error>>> = Arc::default();
     let loader_failure = Arc::clone(&failure);
     let job_metrics = Arc::clone(&metrics);
+    let jobs_to_stop = Arc::clone(&jobs);
     actix_web::rt::spawn(async move {
         let loaded =
             tokio::task::spawn_blocking(move || load_engine(&runtime, &options, specs, id_secret, metrics)).await;
@@ -585,7 +590,9 @@ pub async fn serve(runtime: Runtime, options: ServeOptions) -> anyhow::Result<()
             }
         }
     });
-    server.await?;
+    let served = server.await;
+    jobs_to_stop.stop();
+    served?;
     match failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
         Some(error) => Err(error),
         None => Ok(()),

@@ -11,8 +11,8 @@ use actix_web::middleware::Next;
 use actix_web::web::Data;
 use actix_web::{HttpMessage, ResponseError};
 
-use super::AppState;
 use super::error::ApiError;
+use super::{AppState, spec};
 use crate::rate_limit::Limiter;
 use crate::tenant::Tenant;
 
@@ -51,11 +51,7 @@ pub struct RateLimitSpec;
 
 impl utoipa::Modify for RateLimitSpec {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::{Content, Ref, ResponseBuilder};
-        let limited = ResponseBuilder::new()
-            .description("over --rate-uploads or --rate-prompts (Retry-After)")
-            .content("application/json", Content::new(Some(Ref::from_schema_name("ErrorBody"))))
-            .build();
+        let limited = spec::error_response("over --rate-uploads or --rate-prompts");
         for (path, item) in openapi.paths.paths.iter_mut() {
             if let Some(operation) = item.post.as_mut().filter(|_| kind_of(&Method::POST, path).is_some()) {
                 operation.responses.responses.insert("429".to_string(), limited.clone().into());

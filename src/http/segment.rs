@@ -108,7 +108,7 @@ fn prompt_requests(
         (status = 404, description = "unknown image or logits_id", body = ErrorBody),
         (status = 413, description = "body too large", body = ErrorBody),
         (status = 422, description = "invalid prompt (outside the image, NaN, empty, unknown label, bad box)", body = ErrorBody),
-        (status = 503, description = "not ready or timed out (Retry-After)", body = ErrorBody),
+        (status = 503, description = "not ready or timed out", body = ErrorBody),
     )
 )]
 #[post("/v1/images/{image_id}/segment")]
@@ -138,7 +138,7 @@ pub async fn segment_image(
         (status = 413, description = "body or decoded image too large", body = ErrorBody),
         (status = 415, description = "not multipart, or the image is undecodable", body = ErrorBody),
         (status = 422, description = "invalid prompt", body = ErrorBody),
-        (status = 503, description = "not ready, encoder queue full or timed out (Retry-After)", body = ErrorBody),
+        (status = 503, description = "not ready, encoder queue full or timed out", body = ErrorBody),
     )
 )]
 #[post("/v1/segment")]

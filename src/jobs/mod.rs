@@ -12,6 +12,7 @@ pub mod store;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -188,6 +189,8 @@ trait JobQueue: Send + Sync {
 pub struct Jobs {
     config: JobsConfig,
     queue: Box<dyn JobQueue>,
+    /// Set by [`Jobs::stop`]: the workers take no more images and record nothing more.
+    stopping: AtomicBool,
 }
 
 impl Jobs {
@@ -195,7 +198,7 @@ impl Jobs {
     pub fn open(config: JobsConfig) -> Result<Self, String> {
         Self::prepare(&config)?;
         let queue = local::LocalQueue::open(&config.data_dir, config.retention)?;
-        Ok(Self { config, queue: Box::new(queue) })
+        Ok(Self { config, queue: Box::new(queue), stopping: AtomicBool::new(false) })
     }
 
     /// Jobs shared by the replicas of one Redis; `claim_timeout` is how long an image whose worker stopped
@@ -208,7 +211,7 @@ impl Jobs {
     ) -> Result<Self, String> {
         Self::prepare(&config)?;
         let queue = shared::SharedQueue::open(link, blobs, config.retention, claim_timeout)?;
-        Ok(Self { config, queue: Box::new(queue) })
+        Ok(Self { config, queue: Box::new(queue), stopping: AtomicBool::new(false) })
     }
 
     /// Clears half-received uploads (left by a crash) and makes their folder.
@@ -218,7 +221,7 @@ impl Jobs {
         std::fs::create_dir_all(&uploads).map_err(|e| format!("cannot create {}: {e}", uploads.display()))
     }
 
-    /// Starts the worker threads; they run for the life of the process.
+    /// Starts the worker threads; they run until [`Jobs::stop`].
     pub fn start(self: &Arc<Self>, models: BTreeMap<String, Arc<SamModel>>, metrics: Arc<Metrics>) {
         let models = Arc::new(models);
         for index in 0..self.config.workers.max(1) {
@@ -228,6 +231,13 @@ impl Jobs {
                 .spawn(move || jobs.work(&models, &metrics))
                 .expect("spawning a worker thread");
         }
+    }
+
+    /// At shutdown, before the process ends: the images in progress are left pending, for the next start (or
+    /// another replica) to process again. Their outcome cannot be trusted: as the process exits, ONNX Runtime is
+    /// torn down under a running inference, which then fails.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
     }
 
     /// Whether a new job can be accepted now (checked before receiving its images), and the bytes its upload
@@ -288,10 +298,14 @@ impl Jobs {
     }
 
     fn work(&self, models: &BTreeMap<String, Arc<SamModel>>, metrics: &Metrics) {
-        loop {
+        let stopping = || self.stopping.load(Ordering::SeqCst);
+        while !stopping() {
             self.queue.maintain();
             let Some(claim) = self.queue.claim() else { continue };
             let outcome = self.keeping_claimed(&claim, || self.process(&claim, models));
+            if stopping() {
+                return;
+            }
             self.queue.finish(&claim, &outcome);
             let label = if outcome.is_ok() { "succeeded" } else { "failed" };
             metrics.job_images.with_label_values(&[label]).inc();
