@@ -17,6 +17,8 @@ pub mod jobs;
 pub mod mask;
 pub mod metrics;
 pub mod model;
+#[cfg(test)]
+mod proptest_support;
 pub mod rate_limit;
 pub mod redis_target;
 pub mod segment;

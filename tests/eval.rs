@@ -45,7 +45,7 @@ fn polygons_rasterize_exactly_like_pycocotools() {
     for (i, vector) in vectors.as_array().unwrap().iter().enumerate() {
         let rings: Vec<Vec<f64>> = serde_json::from_value(vector["rings"].clone()).unwrap();
         let (height, width) = (vector["height"].as_u64().unwrap() as usize, vector["width"].as_u64().unwrap() as usize);
-        let mask = polygon::rasterize(&rings, height, width);
+        let mask = polygon::rasterize(&rings, height, width).unwrap();
         assert_eq!(rle::encode(&mask).counts, vector["counts"].as_str().unwrap(), "polygon case {i}");
     }
 }

@@ -1,9 +1,16 @@
-//! Decoding uploads: formats, pixel types, EXIF orientation and limits.
+//! Decoding uploads: formats, pixel types, EXIF orientation and limits; mutated files of every format
+//! (property tests).
+
+mod common;
 
 use std::io::Cursor;
+use std::sync::OnceLock;
 
 use image::codecs::gif::GifEncoder;
 use image::{DynamicImage, Frame, ImageBuffer, ImageFormat, Luma, LumaA, Rgb, RgbImage, Rgba, RgbaImage};
+use proptest::collection::vec;
+use proptest::prelude::*;
+use proptest::sample::Index;
 use samserve::image_input::{ImageError, ImageLimits, decode_image};
 
 fn encode(image: &DynamicImage, format: ImageFormat) -> Vec<u8> {
@@ -151,4 +158,237 @@ fn bad_bytes_get_typed_errors() {
     // A real image format that samserve does not accept (PPM) is refused as unsupported.
     let pnm = b"P6\n2 2\n255\n\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00";
     assert!(matches!(decode_image(pnm, &limits), Err(ImageError::UnsupportedFormat)));
+}
+
+/// Small files of every accepted format, the fixture PNG and a JPEG with EXIF: what the property tests mutate.
+fn samples() -> &'static [(ImageFormat, Vec<u8>)] {
+    static SAMPLES: OnceLock<Vec<(ImageFormat, Vec<u8>)>> = OnceLock::new();
+    SAMPLES.get_or_init(|| {
+        let rgb = DynamicImage::ImageRgb8(RgbImage::from_fn(7, 5, |x, y| Rgb([x as u8 * 30, y as u8 * 50, 90])));
+        let rgba = DynamicImage::ImageRgba8(RgbaImage::from_fn(6, 4, |x, y| Rgba([x as u8 * 40, 7, y as u8, 128])));
+        let deep = DynamicImage::ImageRgb16(ImageBuffer::from_fn(5, 3, |x, y| Rgb([x as u16 * 9000, y as u16, 385])));
+        let mut gif = Vec::new();
+        let frame = |colour| Frame::new(RgbaImage::from_pixel(5, 4, Rgba(colour)));
+        GifEncoder::new(&mut gif).encode_frames([frame([255, 0, 0, 255]), frame([0, 0, 255, 255])]).unwrap();
+        let mut samples: Vec<(ImageFormat, Vec<u8>)> =
+            [ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::WebP, ImageFormat::Bmp, ImageFormat::Tiff]
+                .into_iter()
+                .map(|format| (format, encode(&rgb, format)))
+                .collect();
+        samples.push((ImageFormat::Png, encode(&rgba, ImageFormat::Png)));
+        samples.push((ImageFormat::Png, encode(&deep, ImageFormat::Png)));
+        samples.push((ImageFormat::Tiff, encode(&rgba, ImageFormat::Tiff)));
+        samples.push((ImageFormat::Gif, gif));
+        samples.push((ImageFormat::Png, std::fs::read(common::fixtures().join("images/tiny.png")).unwrap()));
+        samples.push((ImageFormat::Jpeg, jpeg_with_orientation(6)));
+        samples
+    })
+}
+
+/// Where a file states its width and height: (offset, bytes, big endian) of each field. WebP's lossless header
+/// packs both into 28 bits and is rewritten apart (see [`rewrite_size`]).
+fn size_fields(format: ImageFormat, bytes: &[u8]) -> Vec<(usize, usize, bool)> {
+    match format {
+        // IHDR: width, height (the CRC is fixed up afterwards).
+        ImageFormat::Png => vec![(16, 4, true), (20, 4, true)],
+        // BITMAPINFOHEADER: width, height (signed; negative is top-down).
+        ImageFormat::Bmp => vec![(18, 4, false), (22, 4, false)],
+        // Every start of frame: height, width.
+        ImageFormat::Jpeg => (0..bytes.len().saturating_sub(9))
+            .filter(|&i| bytes[i] == 0xFF && (0xC0..=0xC2).contains(&bytes[i + 1]))
+            .flat_map(|i| [(i + 7, 2, true), (i + 5, 2, true)])
+            .collect(),
+        // Logical screen, then each image descriptor.
+        ImageFormat::Gif => {
+            let mut fields = vec![(6, 2, false), (8, 2, false)];
+            let mut at = 13 + if bytes[10] & 0x80 != 0 { 3 << ((bytes[10] & 7) + 1) } else { 0 };
+            while at < bytes.len() {
+                match bytes[at] {
+                    0x2C => {
+                        fields.extend([(at + 5, 2, false), (at + 7, 2, false)]);
+                        let flags = bytes[at + 9];
+                        at += 10 + if flags & 0x80 != 0 { 3 << ((flags & 7) + 1) } else { 0 } + 1;
+                    }
+                    0x21 => at += 2,
+                    _ => break,
+                }
+                // Skip sub-blocks up to the terminator.
+                while at < bytes.len() && bytes[at] != 0 {
+                    at += usize::from(bytes[at]) + 1;
+                }
+                at += 1;
+            }
+            fields
+        }
+        // The first IFD's ImageWidth (256) and ImageLength (257), rewritten as LONG values.
+        ImageFormat::Tiff => {
+            let le = &bytes[..2] == b"II";
+            let u16_at = |i: usize| {
+                if le {
+                    u16::from_le_bytes([bytes[i], bytes[i + 1]])
+                } else {
+                    u16::from_be_bytes([bytes[i], bytes[i + 1]])
+                }
+            };
+            let ifd = if le {
+                u32::from_le_bytes(bytes[4..8].try_into().unwrap())
+            } else {
+                u32::from_be_bytes(bytes[4..8].try_into().unwrap())
+            } as usize;
+            (0..usize::from(u16_at(ifd)))
+                .map(|k| ifd + 2 + 12 * k)
+                .filter(|&entry| matches!(u16_at(entry), 256 | 257))
+                .map(|entry| (entry + 8, 4, !le))
+                .collect()
+        }
+        _ => vec![],
+    }
+}
+
+/// Writes `value` into every size field of the file (or only widths or heights: `which` 1 or 2), as a header of a
+/// huge, zero or odd size would state it.
+fn rewrite_size(format: ImageFormat, bytes: &mut [u8], value: u32, which: u8) {
+    if format == ImageFormat::WebP {
+        // VP8L at 12, its signature byte at 20, then width - 1 and height - 1 in 14 bits each.
+        if &bytes[12..16] == b"VP8L" {
+            let mut bits = u32::from_le_bytes(bytes[21..25].try_into().unwrap());
+            let value = value.saturating_sub(1) & 0x3FFF;
+            if which & 1 != 0 {
+                bits = (bits & !0x3FFF) | value;
+            }
+            if which & 2 != 0 {
+                bits = (bits & !(0x3FFF << 14)) | (value << 14);
+            }
+            bytes[21..25].copy_from_slice(&bits.to_le_bytes());
+        }
+        return;
+    }
+    for (k, (at, size, big_endian)) in size_fields(format, bytes).into_iter().enumerate() {
+        if which & (1 << (k % 2)) == 0 || at + size > bytes.len() {
+            continue;
+        }
+        let field = if big_endian { value.to_be_bytes() } else { value.to_le_bytes() };
+        let field = if big_endian { &field[4 - size..] } else { &field[..size] };
+        bytes[at..at + size].copy_from_slice(field);
+        if format == ImageFormat::Tiff {
+            // Type LONG, so that all four bytes count.
+            let long = if big_endian { [0, 4] } else { [4, 0] };
+            bytes[at - 6..at - 4].copy_from_slice(&long);
+        }
+    }
+    if format == ImageFormat::Png {
+        let crc = crc32fast::hash(&bytes[12..29]);
+        bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Edit {
+    FlipBit(Index, u8),
+    Set(Index, u8),
+    Insert(Index, Vec<u8>),
+    Remove(Index, usize),
+    Truncate(Index),
+}
+
+fn edit() -> impl Strategy<Value = Edit> {
+    prop_oneof![
+        3 => (any::<Index>(), 0u8..8).prop_map(|(at, bit)| Edit::FlipBit(at, bit)),
+        2 => (any::<Index>(), prop_oneof![Just(0u8), Just(0xFF), any::<u8>()])
+            .prop_map(|(at, byte)| Edit::Set(at, byte)),
+        1 => (any::<Index>(), vec(any::<u8>(), 1..16)).prop_map(|(at, bytes)| Edit::Insert(at, bytes)),
+        1 => (any::<Index>(), 1usize..64).prop_map(|(at, length)| Edit::Remove(at, length)),
+        1 => any::<Index>().prop_map(Edit::Truncate),
+    ]
+}
+
+fn apply(bytes: &mut Vec<u8>, edit: &Edit) {
+    let len = bytes.len();
+    let at = |index: &Index, len: usize| if len == 0 { 0 } else { index.index(len) };
+    match edit {
+        Edit::FlipBit(index, bit) if len > 0 => bytes[at(index, len)] ^= 1 << bit,
+        Edit::Set(index, byte) if len > 0 => bytes[at(index, len)] = *byte,
+        Edit::FlipBit(..) | Edit::Set(..) => {}
+        Edit::Insert(index, inserted) => {
+            let at = at(index, len + 1);
+            bytes.splice(at..at, inserted.iter().copied());
+        }
+        Edit::Remove(index, length) => {
+            let at = at(index, len);
+            bytes.drain(at..(at + length).min(len));
+        }
+        Edit::Truncate(index) => bytes.truncate(at(index, len)),
+    }
+}
+
+/// Limits around the samples' sizes (35 pixels and so on) and the default.
+fn limits() -> impl Strategy<Value = ImageLimits> {
+    prop::sample::select(vec![24u64, 35, 851, 4096, 1 << 16])
+        .prop_map(|max_pixels| ImageLimits { max_pixels, ..ImageLimits::default() })
+}
+
+fn check_decoded(bytes: &[u8], limits: &ImageLimits) -> Result<(), TestCaseError> {
+    match decode_image(bytes, limits) {
+        Ok(image) => {
+            let (width, height) = image.dimensions();
+            prop_assert!(width > 0 && height > 0);
+            prop_assert!(u64::from(width) * u64::from(height) <= limits.max_pixels, "{width}x{height}");
+        }
+        Err(ImageError::TooManyPixels { width, height, limit }) => {
+            prop_assert_eq!(limit, limits.max_pixels);
+            prop_assert!(u64::from(width) * u64::from(height) > limit);
+        }
+        Err(ImageError::Empty) => prop_assert!(bytes.is_empty()),
+        Err(ImageError::TooManyBytes { .. }) => prop_assert!(false, "the samples are far below max_bytes"),
+        Err(ImageError::UnsupportedFormat | ImageError::Undecodable(_)) => {}
+    }
+    Ok(())
+}
+
+proptest! {
+    // Each case decodes a file of a few hundred bytes: cheap, but the image codecs are many.
+    #![proptest_config(common::proptest_config(384))]
+
+    #[test]
+    fn mutated_files_decode_within_the_limits_or_fail_with_a_known_error(
+        sample in any::<Index>(), edits in vec(edit(), 1..5), limits in limits(),
+    ) {
+        let (_, original) = &samples()[sample.index(samples().len())];
+        let mut bytes = original.clone();
+        for edit in &edits {
+            apply(&mut bytes, edit);
+        }
+        check_decoded(&bytes, &limits)?;
+    }
+
+    #[test]
+    fn rewritten_header_sizes_are_refused_or_decoded_within_the_limits(
+        sample in any::<Index>(),
+        size in prop_oneof![
+            Just(0u32), Just(1), 2u32..300, Just(u32::from(u16::MAX)), Just(1 << 20), Just(i32::MAX as u32),
+            Just(u32::MAX), any::<u32>(),
+        ],
+        which in 1u8..=3,
+        edits in vec(edit(), 0..2),
+        limits in limits(),
+    ) {
+        let (format, original) = &samples()[sample.index(samples().len())];
+        let mut bytes = original.clone();
+        rewrite_size(*format, &mut bytes, size, which);
+        for edit in &edits {
+            apply(&mut bytes, edit);
+        }
+        check_decoded(&bytes, &limits)?;
+    }
+}
+
+#[test]
+fn the_size_rewrites_reach_every_format() {
+    // Without the edits, a size past the limit is refused from each format's header.
+    for (format, original) in samples() {
+        let mut bytes = original.clone();
+        rewrite_size(*format, &mut bytes, 3000, 3);
+        let error = decode_image(&bytes, &ImageLimits { max_pixels: 4096, ..ImageLimits::default() }).unwrap_err();
+        assert!(matches!(error, ImageError::TooManyPixels { .. }), "{format:?}: {error}");
+    }
 }

@@ -1,8 +1,11 @@
 //! Batch jobs against the real server: results, per-image errors, cancel, bad submissions, and a job that survives
-//! kill -9 or SIGTERM of the server with results equal to an uninterrupted run.
+//! kill -9 or SIGTERM of the server, or its disk filling up, with results equal to an uninterrupted run.
 
 mod common;
 
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::jobs::{JOBS, everything_spec, image, results, status, submit, wait_until_ended};
@@ -188,6 +191,78 @@ fn job_resumes_after_a_stop_with_the_same_results_as_an_uninterrupted_run(signal
     assert!(resumed == reference, "the resumed job's results differ from an uninterrupted run");
     // The images of ended jobs are gone from disk.
     assert_eq!(std::fs::read_dir(data_dir.join("jobs")).unwrap().count(), 0);
+}
+
+/// A tmpfs mounted on a new folder, unmounted when dropped: a disk small enough to fill in a test.
+struct SmallDisk {
+    path: PathBuf,
+}
+
+impl SmallDisk {
+    /// None where this machine does not let the tests mount one (not root, or a container without the right).
+    fn mount(label: &str, megabytes: u32) -> Option<Self> {
+        let path = common::temp_dir(label);
+        let size = format!("size={megabytes}m");
+        let mut mount = Command::new("mount");
+        mount.args(["-t", "tmpfs", "-o", &size, "tmpfs"]).arg(&path).stderr(Stdio::null());
+        mount.status().ok()?.success().then_some(Self { path })
+    }
+
+    /// Fills what is left of it with one file, which is returned.
+    fn fill(&self) -> PathBuf {
+        let path = self.path.join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let page = [0u8; 4096];
+        while file.write_all(&page).is_ok() {}
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// The disk under --data-dir fills up while a job runs, then frees up: the images that could not be recorded
+/// stay pending and are done once there is room, with the results of an uninterrupted run; the database reads
+/// back whole after a restart.
+#[test]
+fn a_disk_that_fills_up_mid_job_delays_its_images_and_corrupts_nothing() {
+    let Some(disk) = SmallDisk::mount("small-disk", 24) else {
+        eprintln!("skipped: this machine does not let the tests mount a tmpfs (it needs root)");
+        return;
+    };
+    let data = disk.path.to_str().unwrap();
+    let names = ["landscape.png", "portrait.jpg", "gray.png", "rgba.png"];
+    let files: Vec<(String, Vec<u8>)> =
+        (0..4).flat_map(|round| names.map(|name| (format!("{round}-{name}"), image(name)))).collect();
+    let files: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+    let spec = everything_spec(16);
+    let args = ["--data-dir", data, "--min-free-disk-mb", "0"];
+    let server = Server::start(&args);
+    let job = submit(&server, &files, &spec);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while status(&server, &job)["done"].as_u64().unwrap() < 2 {
+        assert!(Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let filler = disk.fill();
+    std::thread::sleep(Duration::from_secs(3));
+    let while_full = status(&server, &job);
+    assert!(server.stderr().contains("database or disk is full"), "the disk never was full for the job");
+    std::fs::remove_file(filler).unwrap();
+    let ended = wait_until_ended(&server, &job);
+    assert_eq!((ended["status"].as_str(), ended["failed"].as_u64()), (Some("succeeded"), Some(0)), "{ended}");
+    eprintln!("{} of {} images done while the disk was full for 3 s", while_full["done"], files.len());
+
+    drop(server);
+    let restarted = Server::start(&args);
+    assert_eq!(status(&restarted, &job), ended);
+    let uninterrupted = submit(&restarted, &files, &spec);
+    wait_until_ended(&restarted, &uninterrupted);
+    assert!(results(&restarted, &job) == results(&restarted, &uninterrupted), "the results differ");
 }
 
 #[test]

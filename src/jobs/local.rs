@@ -12,6 +12,8 @@ use crate::batch::ImageOutcome;
 
 /// How often expired jobs are looked for at most and at least (a tenth of the retention in between).
 const SWEEP_INTERVAL: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
+/// The pause after an image's outcome could not be recorded, before the worker goes on.
+const RECORD_RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 pub struct LocalQueue {
     data_dir: PathBuf,
@@ -138,6 +140,7 @@ impl JobQueue for LocalQueue {
 
     fn finish(&self, claim: &Claim, outcome: &Result<ImageOutcome, String>) {
         let image = &claim.image;
+        // One transaction: on a full disk it leaves the database as it was, and the image pending.
         let ended = lock(&self.store).finish_image(&image.job_id, image.position, outcome);
         lock(&self.claimed).remove(&(image.job_id.clone(), image.position));
         match ended {
@@ -146,7 +149,12 @@ impl JobQueue for LocalQueue {
                 tracing::info!(job = image.job_id, "job ended");
             }
             Ok(false) => {}
-            Err(error) => tracing::error!(%error, job = image.job_id, "cannot record an image's outcome"),
+            Err(error) => {
+                tracing::error!(%error, job = image.job_id, "cannot record an image's outcome: it stays pending");
+                // It is processed again (a full disk: until there is room); not at once, so that a full disk does not
+                // keep a core busy.
+                std::thread::sleep(RECORD_RETRY_PAUSE);
+            }
         }
     }
 

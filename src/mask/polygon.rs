@@ -54,10 +54,37 @@ fn drop_collinear(points: &[Point<i32>]) -> Vec<Point<i32>> {
         .collect()
 }
 
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PolygonError {
+    #[error("a polygon needs at least 3 points, as [x1, y1, x2, y2, x3, y3, ...]")]
+    TooFewPoints,
+    #[error("polygon coordinates must be finite numbers")]
+    NotFinite,
+    #[error(
+        "polygon point ({x}, {y}) is far outside the {width}x{height} image (more than the image's size past an edge)"
+    )]
+    FarOutside { x: f64, y: f64, width: usize, height: usize },
+    #[error("an image of {height}x{width} pixels is more than this machine can address")]
+    SizeOverflow { height: usize, width: usize },
+}
+
 /// COCO polygon rings (`[x1, y1, x2, y2, ...]`, at least three points each) to a mask, exactly as pycocotools'
 /// `frPyObjects` + `merge` rasterize them: each ring by `rleFrPoly`, the rings united.
-pub fn rasterize(rings: &[Vec<f64>], height: usize, width: usize) -> BinaryMask {
-    let mut mask = BinaryMask { width, height, data: vec![0; width * height] };
+///
+/// Points may lie outside the image (what is outside is cut off), but not more than the image's width (x) or
+/// height (y) past an edge: pycocotools walks every 1/5 pixel of each edge, so a point at 1e300 would never
+/// finish (and overflows its integers). The caller bounds the size: the mask is allocated whole.
+pub fn rasterize(rings: &[Vec<f64>], height: usize, width: usize) -> Result<BinaryMask, PolygonError> {
+    // Sides within u32 (as images' are) and a pixel count an allocation can have keep the i64 arithmetic of
+    // `ring_run_lengths` from overflowing.
+    let pixels = height
+        .checked_mul(width)
+        .filter(|&pixels| pixels <= isize::MAX as usize && height.max(width) <= u32::MAX as usize)
+        .ok_or(PolygonError::SizeOverflow { height, width })?;
+    for ring in rings {
+        check_ring(ring, height, width)?;
+    }
+    let mut mask = BinaryMask { width, height, data: vec![0; pixels] };
     for ring in rings {
         let ring_mask = super::rle::from_counts(&ring_run_lengths(ring, height, width), height, width)
             .expect("the boundary runs cover the image by construction");
@@ -65,7 +92,24 @@ pub fn rasterize(rings: &[Vec<f64>], height: usize, width: usize) -> BinaryMask 
             *pixel |= inside;
         }
     }
-    mask
+    Ok(mask)
+}
+
+fn check_ring(ring: &[f64], height: usize, width: usize) -> Result<(), PolygonError> {
+    if ring.len() < 6 || !ring.len().is_multiple_of(2) {
+        return Err(PolygonError::TooFewPoints);
+    }
+    let (w, h) = (width as f64, height as f64);
+    for point in ring.chunks_exact(2) {
+        let (x, y) = (point[0], point[1]);
+        if !x.is_finite() || !y.is_finite() {
+            return Err(PolygonError::NotFinite);
+        }
+        if !(-w..=2.0 * w).contains(&x) || !(-h..=2.0 * h).contains(&y) {
+            return Err(PolygonError::FarOutside { x, y, width, height });
+        }
+    }
+    Ok(())
 }
 
 /// pycocotools `rleFrPoly`: walk the ring upsampled 5x, keep where it crosses pixel columns, and turn those
@@ -182,5 +226,101 @@ mod tests {
         let speck = BinaryMask::from_fn(5, 5, |x, y| x == 2 && y == 2);
         assert!(polygons(&speck).is_empty());
         assert!(polygons(&BinaryMask::from_fn(5, 5, |_, _| false)).is_empty());
+    }
+
+    // Found by the property tests below: rings that pycocotools' walk cannot finish.
+    #[test]
+    fn points_far_outside_the_image_are_errors() {
+        // 1e300 saturated to i64::MAX, and the walk along the edge took i64::MAX steps (memory ran out first).
+        let far = rasterize(&[vec![0.0, 0.0, 1e300, 0.0, 0.0, 1.0]], 4, 4);
+        assert!(matches!(far, Err(PolygonError::FarOutside { x: 1e300, .. })), "{far:?}");
+        // i64::MAX - i64::MIN overflowed.
+        let both = rasterize(&[vec![-1e300, 0.0, 1e300, 0.0, 0.0, 1.0]], 4, 4);
+        assert!(matches!(both, Err(PolygonError::FarOutside { .. })), "{both:?}");
+        // Up to one image size past an edge is still rasterized (and cut off).
+        let mask = rasterize(&[vec![-4.0, -4.0, 8.0, -4.0, 8.0, 8.0, -4.0, 8.0]], 4, 4).unwrap();
+        assert_eq!(mask.area(), 16);
+        let [height, width] = [1 << 40, 1 << 40];
+        assert_eq!(rasterize(&[], height, width), Err(PolygonError::SizeOverflow { height, width }));
+    }
+
+    mod properties {
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        /// Coordinates of a `side`-pixel axis: inside, near the edges, far outside, huge, tiny, not finite.
+        fn coordinate(side: usize) -> impl Strategy<Value = f64> {
+            let side = side as f64;
+            prop_oneof![
+                6 => -1.0..side + 1.0,
+                1 => -2.0 * side..3.0 * side,
+                1 => prop::sample::select(vec![-side, 2.0 * side, -side - 1e-9, 2.0 * side + 1e-9, 5e-324, -0.0]),
+                1 => prop::sample::select(vec![
+                    1e300, -1e300, f64::MAX, f64::MIN, 1e18, -1e18, f64::NAN, f64::INFINITY,
+                ]),
+            ]
+        }
+
+        fn ring(height: usize, width: usize) -> impl Strategy<Value = Vec<f64>> {
+            // Mostly whole points; odd lengths and fewer than three points now and then.
+            prop_oneof![
+                8 => vec((coordinate(width), coordinate(height)), 3..9)
+                    .prop_map(|points| points.into_iter().flat_map(|(x, y)| [x, y]).collect()),
+                1 => vec(coordinate(width), 0..8),
+            ]
+        }
+
+        fn polygon() -> impl Strategy<Value = (usize, usize, Vec<Vec<f64>>)> {
+            (1usize..20, 1usize..20)
+                .prop_flat_map(|(height, width)| (Just(height), Just(width), vec(ring(height, width), 0..4)))
+        }
+
+        fn valid(ring: &[f64], height: usize, width: usize) -> bool {
+            let (w, h) = (width as f64, height as f64);
+            ring.len() >= 6
+                && ring.len().is_multiple_of(2)
+                && ring.chunks(2).all(|p| (-w..=2.0 * w).contains(&p[0]) && (-h..=2.0 * h).contains(&p[1]))
+        }
+
+        proptest! {
+            #![proptest_config(crate::proptest_support::config(256))]
+
+            #[test]
+            fn rings_rasterize_or_are_refused((height, width, rings) in polygon()) {
+                let all_valid = rings.iter().all(|ring| valid(ring, height, width));
+                match rasterize(&rings, height, width) {
+                    Ok(mask) => {
+                        prop_assert!(all_valid);
+                        prop_assert_eq!((mask.width, mask.height), (width, height));
+                        prop_assert!(mask.data.iter().all(|&v| v <= 1));
+                    }
+                    Err(error) => prop_assert!(!all_valid, "{error}"),
+                }
+            }
+
+            #[test]
+            fn rings_left_of_the_image_cover_nothing(
+                (height, width, ring) in (1usize..20, 1usize..20).prop_flat_map(|(h, w)| {
+                    let x = -(w as f64)..=-1.0;
+                    (Just(h), Just(w), vec((x, -(h as f64)..2.0 * h as f64), 3..8))
+                })
+            ) {
+                let ring: Vec<f64> = ring.into_iter().flat_map(|(x, y)| [x, y]).collect();
+                prop_assert_eq!(rasterize(&[ring], height, width).unwrap().area(), 0);
+            }
+
+            #[test]
+            fn sizes_past_u32_are_refused_before_any_allocation(
+                long in (1usize << 32)..,
+                short in 1usize..,
+                tall: bool,
+            ) {
+                let (height, width) = if tall { (long, short) } else { (short, long) };
+                let refused = PolygonError::SizeOverflow { height, width };
+                prop_assert_eq!(rasterize(&[vec![0.0; 6]], height, width), Err(refused));
+            }
+        }
     }
 }

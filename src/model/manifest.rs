@@ -9,6 +9,8 @@ use super::Family;
 use super::onnx_file::graph_names;
 
 pub const MANIFEST_FILE: &str = "model.toml";
+/// The largest `image_size` accepted: 16 times SAM's 1024, a 3 GiB float input.
+const MAX_IMAGE_SIZE: usize = 16384;
 
 /// A parsed `model.toml` with its file paths resolved against the model folder.
 #[derive(Debug, Clone)]
@@ -177,6 +179,15 @@ impl Manifest {
         if raw.pixel_std.iter().any(|s| !s.is_normal()) {
             return Err(invalid("pixel_std must be non-zero".to_string()));
         }
+        // TOML has nan and inf, and 1e39 is inf as f32: either would make every pixel NaN or infinite.
+        if raw.pixel_mean.iter().any(|m| !m.is_finite()) {
+            return Err(invalid("pixel_mean must be finite numbers".to_string()));
+        }
+        // The encoder input is S x S floats, allocated per image: 0 has no pixels, and a size past any model's
+        // would only abort the first encoding for want of memory.
+        if let Some(size) = raw.image_size.filter(|size| !(1..=MAX_IMAGE_SIZE).contains(size)) {
+            return Err(invalid(format!("image_size {size} is not between 1 and {MAX_IMAGE_SIZE}")));
+        }
         let name = match raw.name {
             Some(name) => name,
             None => folder_name(folder).ok_or_else(|| invalid("no name given and the folder has none".to_string()))?,
@@ -190,5 +201,122 @@ impl Manifest {
             pixel_mean: raw.pixel_mean,
             pixel_std: raw.pixel_std,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::proptest_support::{config, mutated};
+
+    const VALID: &str = r#"name = "tiny"
+family = "sam"
+encoder = "encoder.onnx"
+decoder = "decoder.onnx"
+image_size = 1024
+pixel_mean = [123.675, 116.28, 103.53]
+pixel_std = [58.395, 57.12, 57.375]
+"#;
+
+    const KEYS: &[&str] = &["name", "family", "encoder", "decoder", "image_size", "pixel_mean", "pixel_std", "other"];
+    /// TOML's syntax and odd numbers, for the mutations.
+    const TOKENS: &[&str] = &["=", "[", "]", ",", "\"", "\n", "nan", "inf", "-", "0", "e99", "#", "[table]"];
+
+    fn folder() -> &'static Path {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+    }
+
+    fn with(key: &str, value: &str) -> String {
+        VALID
+            .lines()
+            .filter(|line| !line.starts_with(&format!("{key} =")))
+            .chain([&*format!("{key} = {value}")])
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_valid_manifest_parses() {
+        let manifest = Manifest::parse(VALID, folder()).unwrap();
+        assert_eq!(
+            (manifest.name.as_str(), manifest.family, manifest.image_size),
+            ("tiny", Some(Family::Sam), Some(1024))
+        );
+        assert_eq!(manifest.encoder, folder().join("encoder.onnx"));
+    }
+
+    // Found by the property tests below: values that parsed and broke the model's first image.
+    #[test]
+    fn non_finite_means_and_unusable_image_sizes_are_refused() {
+        for (key, value, message) in [
+            ("pixel_mean", "[nan, 0, 0]", "pixel_mean must be finite"),
+            ("pixel_mean", "[1, -inf, 0]", "pixel_mean must be finite"),
+            ("pixel_mean", "[1e39, 0, 0]", "pixel_mean must be finite"),
+            ("image_size", "0", "image_size 0 is not between 1 and 16384"),
+            ("image_size", "1000000000000", "is not between 1 and 16384"),
+        ] {
+            let error = Manifest::parse(&with(key, value), folder()).unwrap_err().to_string();
+            assert!(error.contains(message), "{key} = {value}: {error}");
+        }
+        assert!(Manifest::parse(&with("image_size", "16384"), folder()).is_ok());
+    }
+
+    /// Values TOML can hold, for any key.
+    fn toml_value() -> impl Strategy<Value = String> {
+        let float = prop_oneof![
+            any::<f64>().prop_map(|v| format!("{v:?}")),
+            prop::sample::select(vec!["nan", "-nan", "inf", "-inf", "0.0", "-0.0", "1e39", "1e-46", "5e-324", "1e300"])
+                .prop_map(str::to_string),
+        ];
+        let scalar = prop_oneof![
+            float.clone(),
+            any::<i64>().prop_map(|v| v.to_string()),
+            (0i64..3000).prop_map(|v| v.to_string()),
+            "\"[a-z0-9./_ -]{0,12}\"",
+            Just("true".to_string()),
+        ];
+        prop_oneof![
+            3 => scalar.clone(),
+            2 => prop::collection::vec(float, 0..5).prop_map(|v| format!("[{}]", v.join(", "))),
+            1 => prop::collection::vec(scalar, 0..5).prop_map(|v| format!("[{}]", v.join(", "))),
+        ]
+    }
+
+    fn check(manifest: Result<Manifest, ManifestError>) -> Result<(), TestCaseError> {
+        match manifest {
+            Ok(manifest) => {
+                prop_assert!(manifest.pixel_std.iter().all(|s| s.is_normal()));
+                prop_assert!(manifest.pixel_mean.iter().all(|m| m.is_finite()));
+                prop_assert!(manifest.image_size.is_none_or(|size| (1..=MAX_IMAGE_SIZE).contains(&size)));
+            }
+            Err(error) => prop_assert!(matches!(error, ManifestError::Invalid { .. }), "{error}"),
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(config(256))]
+
+        #[test]
+        fn any_text_parses_or_is_invalid(text in any::<String>()) {
+            check(Manifest::parse(&text, folder()))?;
+        }
+
+        #[test]
+        fn any_value_of_a_known_key_parses_or_is_invalid(
+            key in prop::sample::select(KEYS.to_vec()),
+            value in toml_value(),
+        ) {
+            check(Manifest::parse(&with(key, &value), folder()))?;
+        }
+
+        #[test]
+        fn mutated_manifests_parse_or_are_invalid(
+            bytes in mutated(VALID.as_bytes().to_vec(), 4, TOKENS)
+        ) {
+            check(Manifest::parse(&String::from_utf8_lossy(&bytes), folder()))?;
+        }
     }
 }
