@@ -6,6 +6,7 @@ mod common;
 use std::io::Cursor;
 use std::sync::OnceLock;
 
+use common::proptest_support::{self, Edit, apply};
 use image::codecs::gif::GifEncoder;
 use image::{DynamicImage, Frame, ImageBuffer, ImageFormat, Luma, LumaA, Rgb, RgbImage, Rgba, RgbaImage};
 use proptest::collection::vec;
@@ -282,43 +283,11 @@ fn rewrite_size(format: ImageFormat, bytes: &mut [u8], value: u32, which: u8) {
     }
 }
 
-#[derive(Debug, Clone)]
-enum Edit {
-    FlipBit(Index, u8),
-    Set(Index, u8),
-    Insert(Index, Vec<u8>),
-    Remove(Index, usize),
-    Truncate(Index),
-}
+/// Pieces of the formats' syntax that the edits insert beside random bytes: chunk names and magic numbers.
+const FORMAT_TOKENS: &[&str] = &["IHDR", "IDAT", "IEND", "PLTE", "GIF89a", "RIFF", "WEBP", "VP8L", "II*\0", "BM"];
 
 fn edit() -> impl Strategy<Value = Edit> {
-    prop_oneof![
-        3 => (any::<Index>(), 0u8..8).prop_map(|(at, bit)| Edit::FlipBit(at, bit)),
-        2 => (any::<Index>(), prop_oneof![Just(0u8), Just(0xFF), any::<u8>()])
-            .prop_map(|(at, byte)| Edit::Set(at, byte)),
-        1 => (any::<Index>(), vec(any::<u8>(), 1..16)).prop_map(|(at, bytes)| Edit::Insert(at, bytes)),
-        1 => (any::<Index>(), 1usize..64).prop_map(|(at, length)| Edit::Remove(at, length)),
-        1 => any::<Index>().prop_map(Edit::Truncate),
-    ]
-}
-
-fn apply(bytes: &mut Vec<u8>, edit: &Edit) {
-    let len = bytes.len();
-    let at = |index: &Index, len: usize| if len == 0 { 0 } else { index.index(len) };
-    match edit {
-        Edit::FlipBit(index, bit) if len > 0 => bytes[at(index, len)] ^= 1 << bit,
-        Edit::Set(index, byte) if len > 0 => bytes[at(index, len)] = *byte,
-        Edit::FlipBit(..) | Edit::Set(..) => {}
-        Edit::Insert(index, inserted) => {
-            let at = at(index, len + 1);
-            bytes.splice(at..at, inserted.iter().copied());
-        }
-        Edit::Remove(index, length) => {
-            let at = at(index, len);
-            bytes.drain(at..(at + length).min(len));
-        }
-        Edit::Truncate(index) => bytes.truncate(at(index, len)),
-    }
+    proptest_support::edit(FORMAT_TOKENS)
 }
 
 /// Limits around the samples' sizes (35 pixels and so on) and the default.
@@ -347,7 +316,7 @@ fn check_decoded(bytes: &[u8], limits: &ImageLimits) -> Result<(), TestCaseError
 
 proptest! {
     // Each case decodes a file of a few hundred bytes: cheap, but the image codecs are many.
-    #![proptest_config(common::proptest_config(384))]
+    #![proptest_config(proptest_support::config(384))]
 
     #[test]
     fn mutated_files_decode_within_the_limits_or_fail_with_a_known_error(

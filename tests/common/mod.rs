@@ -8,23 +8,12 @@ use std::sync::OnceLock;
 pub mod cluster;
 pub mod jobs;
 pub mod mock_hub;
+// The unit tests' own helpers (configuration, mutations), shared rather than copied.
+#[path = "../../src/proptest_support.rs"]
+pub mod proptest_support;
 pub mod server;
 
 use samserve::model::{Device, Runtime, RuntimeOptions, SamModel, SessionCounts};
-
-/// The property tests' configuration, as src/proptest_support.rs makes it for the unit tests: a fixed seed, so
-/// that CI runs the same cases every time, and `cases` unless PROPTEST_CASES (or PROPTEST_RNG_SEED) says otherwise.
-pub fn proptest_config(cases: u32) -> proptest::test_runner::Config {
-    let mut config = proptest::test_runner::Config::default();
-    if std::env::var_os("PROPTEST_CASES").is_none() {
-        config.cases = cases;
-    }
-    if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
-        config.rng_seed = proptest::test_runner::RngSeed::Fixed(0x5a35e7e);
-    }
-    config.failure_persistence = None;
-    config
-}
 
 pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures")
