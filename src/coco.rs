@@ -113,16 +113,12 @@ fn instance_mask(segmentation: &Value, height: usize, width: usize) -> Result<Bi
             let rings = rings
                 .iter()
                 .map(|ring| {
-                    let coordinates = ring
-                        .as_array()
+                    // (The rings' lengths and values are checked by `rasterize`.)
+                    ring.as_array()
                         .ok_or("a polygon must be a list of numbers")?
                         .iter()
-                        .map(|v| v.as_f64().filter(|v| v.is_finite()).ok_or("polygon coordinates must be numbers"))
-                        .collect::<Result<Vec<f64>, _>>()?;
-                    if coordinates.len() < 6 || coordinates.len() % 2 != 0 {
-                        return Err("a polygon needs at least 3 points, as [x1, y1, x2, y2, x3, y3, ...]");
-                    }
-                    Ok(coordinates)
+                        .map(|v| v.as_f64().ok_or("polygon coordinates must be numbers"))
+                        .collect::<Result<Vec<f64>, _>>()
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             if rings.is_empty() {
