@@ -198,7 +198,7 @@ impl Jobs {
     pub fn open(config: JobsConfig) -> Result<Self, String> {
         Self::prepare(&config)?;
         let queue = local::LocalQueue::open(&config.data_dir, config.retention)?;
-        Ok(Self { config, queue: Box::new(queue), stopping: AtomicBool::new(false) })
+        Ok(Self::with_queue(config, Box::new(queue)))
     }
 
     /// Jobs shared by the replicas of one Redis; `claim_timeout` is how long an image whose worker stopped
@@ -211,7 +211,11 @@ impl Jobs {
     ) -> Result<Self, String> {
         Self::prepare(&config)?;
         let queue = shared::SharedQueue::open(link, blobs, config.retention, claim_timeout)?;
-        Ok(Self { config, queue: Box::new(queue), stopping: AtomicBool::new(false) })
+        Ok(Self::with_queue(config, Box::new(queue)))
+    }
+
+    fn with_queue(config: JobsConfig, queue: Box<dyn JobQueue>) -> Self {
+        Self { config, queue, stopping: AtomicBool::new(false) }
     }
 
     /// Clears half-received uploads (left by a crash) and makes their folder.
