@@ -1,6 +1,7 @@
 // samserve web page: open an image, click to segment. Plain JS modules, no build step; talks to the REST API of
 // this server.
 import { rleCounts } from './rle.mjs';
+import { LocalDecoder, unsupportedReason } from './local_decoder.mjs';
 
 const COLOURS = [
   [230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180],
@@ -14,7 +15,7 @@ const $ = (id) => document.getElementById(id);
 
 // What the page shows. `objects` and `selected` are what undo/redo restore.
 const state = {
-  image: null, // {id, width, height, fileName, bitmap, singleMask, maskInput}
+  image: null, // {id, width, height, fileName, bitmap, singleMask, maskInput, boxes, embedding}
   file: null, // the open image's file, uploaded again when another model is chosen
   objects: [], // {id, name, colour, visible, points: [[x, y, label]], box: [x0, y0, x1, y1] | null, result}
   selected: null,
@@ -22,6 +23,8 @@ const state = {
 };
 const history = { undo: [], redo: [] };
 const masks = new Map(); // RLE counts -> decoded Uint8Array (row-major, 1 = mask)
+// Where clicks are decoded: in this page (`local`, a LocalDecoder) or by the server, and why.
+const decoding = { local: null, reason: 'no image yet', sessions: new Map() }; // sessions: decoder_url -> Promise
 
 // ---- API -------------------------------------------------------------------------------------------------------
 
@@ -340,7 +343,15 @@ function promptOf(object, extraPoint, withMaskInput) {
   return { prompt, multimask: single && !state.image.singleMask };
 }
 
+/** The answer of POST /segment for the object's prompt, from the decoder in this page or from the server. */
 async function segment(object, extraPoint, signal) {
+  if (decoding.local) {
+    try {
+      return await segmentLocally(object, extraPoint);
+    } catch (error) {
+      useServer(`the decoder in this page failed (${error.message || error})`);
+    }
+  }
   const { prompt, multimask } = promptOf(object, extraPoint, true);
   const request = (body) => postJson(`/v1/images/${state.image.id}/segment`, body, signal);
   try {
@@ -353,6 +364,22 @@ async function segment(object, extraPoint, signal) {
   }
 }
 
+/** The server's answer shape, decoded here: masks carry their low-res logits (`lowRes`) instead of a logits_id. */
+async function segmentLocally(object, extraPoint) {
+  const { prompt, multimask } = promptOf(object, extraPoint, false);
+  const points = (prompt.points || []).map(([x, y], i) => [x, y, prompt.labels[i]]);
+  const current = chosenMask(object);
+  const maskInput = state.image.maskInput && current && current.lowRes ? current.lowRes : null;
+  // A hover preview (an extra point) draws only the best mask.
+  const limit = extraPoint ? 1 : Infinity;
+  const found = await decoding.local.decode(state.image.embedding, { points, box: prompt.box }, multimask, maskInput, limit);
+  const answer = found.map(({ mask, ...entry }) => {
+    masks.set(entry.rle.counts, mask);
+    return entry;
+  });
+  return { results: [{ masks: answer }] };
+}
+
 /** Adds a point or sets the box of the selected object, then asks for its new mask. */
 async function addPrompt(change) {
   if (!state.image) return;
@@ -361,6 +388,7 @@ async function addPrompt(change) {
   const object = objectToEdit();
   change(object);
   render();
+  const started = performance.now();
   try {
     const answer = await segment(object, null);
     object.result = { masks: answer.results[0].masks, chosen: 0 };
@@ -369,11 +397,13 @@ async function addPrompt(change) {
     showError(error);
   }
   render();
+  performance.measure('click-to-mask', { start: started, end: performance.now(), detail: decodingMode() });
 }
 
 // ---- Hover preview ---------------------------------------------------------------------------------------------
 
-const hover = { timer: null, pending: null, latest: 0, controller: null };
+// busy: a preview being decoded in the page (the next one waits for it).
+const hover = { timer: null, pending: null, latest: 0, controller: null, busy: false };
 
 function cancelHover() {
   clearTimeout(hover.timer);
@@ -384,26 +414,41 @@ function cancelHover() {
   drawHover(null);
 }
 
-/** At most one request per interval; a newer position replaces the waiting one, stale answers are dropped. */
+/**
+ * Decoded in the page, a preview follows the mouse: the latest position is decoded as soon as the previous preview
+ * is drawn. From the server, at most one request per interval. Either way a newer position replaces the waiting
+ * one and stale answers are dropped.
+ */
 function scheduleHover(point) {
   hover.pending = point;
-  if (hover.timer) return;
-  hover.timer = setTimeout(async () => {
-    hover.timer = null;
-    const target = hover.pending;
-    if (!target || !state.image || !$('hover-toggle').checked) return;
-    hover.latest += 1;
-    const ticket = hover.latest;
-    if (hover.controller) hover.controller.abort();
-    hover.controller = new AbortController();
-    const object = selectedObject() || { points: [], box: null, result: null };
-    try {
-      const answer = await segment(object, [...target, 1], hover.controller.signal);
-      if (ticket === hover.latest) drawHover(decodeMask(answer.results[0].masks[0].rle));
-    } catch {
-      // a dropped or failed preview changes nothing
+  if (hover.timer || hover.busy) return;
+  hover.timer = setTimeout(previewHover, decoding.local ? 0 : HOVER_INTERVAL_MS);
+}
+
+async function previewHover() {
+  hover.timer = null;
+  const target = hover.pending;
+  hover.pending = null;
+  if (!target || !state.image || !$('hover-toggle').checked) return;
+  hover.latest += 1;
+  const ticket = hover.latest;
+  if (hover.controller) hover.controller.abort();
+  hover.controller = new AbortController();
+  const object = selectedObject() || { points: [], box: null, result: null };
+  const started = performance.now();
+  const local = Boolean(decoding.local);
+  hover.busy = local;
+  try {
+    const answer = await segment(object, [...target, 1], hover.controller.signal);
+    if (ticket === hover.latest) {
+      drawHover(decodeMask(answer.results[0].masks[0].rle));
+      performance.measure('hover-preview', { start: started, end: performance.now(), detail: decodingMode() });
     }
-  }, HOVER_INTERVAL_MS);
+  } catch {
+    // a dropped or failed preview changes nothing
+  }
+  hover.busy = false;
+  if (local && hover.pending) scheduleHover(hover.pending);
 }
 
 // ---- Pointer input ---------------------------------------------------------------------------------------------
@@ -495,9 +540,11 @@ async function openImage(file) {
       throw new ApiError(0, 'browser', 'the server read this image but this browser cannot display its format');
     }
     const { singleMask, maskInput, boxes } = await abilities(info.model);
+    progress(1, 'Loading the decoder…');
+    const embedding = await prepareDecoding(info);
     state.image = {
       id: info.image_id, width: info.width, height: info.height, fileName: file.name || 'image', bitmap, singleMask,
-      maskInput, boxes,
+      maskInput, boxes, embedding,
     };
     // A decoder with one mask per prompt has no candidates to offer, and no grid of them to segment everything.
     $('everything').disabled = singleMask;
@@ -516,6 +563,7 @@ async function openImage(file) {
     $('canvases').hidden = false;
     fitToStage();
     const how = info.cached ? 'already encoded' : `encoded in ${info.encode_ms.toFixed(0)} ms`;
+    showDecodingMode();
     progress(1, `${info.width}×${info.height}, ${how}`);
     render();
   } catch (error) {
@@ -620,6 +668,59 @@ async function abilities(model) {
     maskInput: !listed || listed.mask_input !== false,
     boxes: !listed || listed.boxes !== false,
   };
+}
+
+// ---- Where clicks are decoded ----------------------------------------------------------------------------------
+
+/**
+ * Loads the model's decoder into the page (once per decoder) and the image's embedding, and returns the
+ * embedding; null, with the reason kept, where the page cannot decode and the server does it. `?decoder=server`
+ * in the page's address asks for the server.
+ */
+async function prepareDecoding(info) {
+  decoding.local = null;
+  const model = (await models()).find((entry) => entry.name === info.model);
+  const reason = new URLSearchParams(location.search).get('decoder') === 'server'
+    ? 'asked for by ?decoder=server'
+    : unsupportedReason(model);
+  if (reason) return useServer(reason);
+  try {
+    let session = decoding.sessions.get(model.decoder_url);
+    if (!session) {
+      session = LocalDecoder.load(model, authorization());
+      decoding.sessions.set(model.decoder_url, session);
+      session.catch(() => decoding.sessions.delete(model.decoder_url));
+    }
+    const decoder = await session;
+    const embedding = await decoder.embedding(info.image_id, authorization());
+    decoding.local = decoder;
+    decoding.reason = null;
+    return embedding;
+  } catch (error) {
+    return useServer(`the decoder could not be loaded in this page (${error.message || error})`);
+  }
+}
+
+function useServer(reason) {
+  decoding.local = null;
+  decoding.reason = reason;
+  showDecodingMode();
+  return null;
+}
+
+function decodingMode() {
+  return decoding.local ? 'local' : 'server';
+}
+
+function showDecodingMode() {
+  const element = $('decoder-mode');
+  const local = decoding.local;
+  element.dataset.mode = decodingMode();
+  element.textContent = local
+    ? `Clicks decoded in this page (WebAssembly, ${local.threads} thread${local.threads === 1 ? '' : 's'})`
+    : `Clicks decoded on the server: ${decoding.reason}`;
+  element.title = local ? `decoder loaded in ${local.loadMs.toFixed(0)} ms` : '';
+  element.hidden = !state.image && !local;
 }
 
 // ---- Choosing the model ----------------------------------------------------------------------------------------

@@ -21,3 +21,20 @@ export function rleCounts(text) {
   }
   return counts;
 }
+
+/** Run lengths (column-major, the first counting zeros) to COCO compressed RLE counts, as pycocotools writes them. */
+export function rleString(counts) {
+  let text = '';
+  counts.forEach((count, i) => {
+    let x = i > 2 ? count - counts[i - 2] : count;
+    let more = true;
+    while (more) {
+      let c = x & 0x1f;
+      x >>= 5;
+      more = c & 0x10 ? x !== -1 : x !== 0;
+      if (more) c |= 0x20;
+      text += String.fromCharCode(c + 48);
+    }
+  });
+  return text;
+}

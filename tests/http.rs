@@ -289,6 +289,7 @@ fn models_folders_without_model_toml_are_found_in_the_models_directory() {
         "edgesam",
         "efficientsam",
         "sam-hq",
+        "sam-vit-b",
         "sam2-samexporter",
         "sam2-transformers",
         "sam2-transformers-fp16",

@@ -67,9 +67,14 @@ fn three_replicas_behind_nginx_answer_as_one_service() {
     for server in &replicas {
         assert!(server.metric("samserve_decoder_runs_total{model=\"tiny\"}") >= 1.0, "every replica answered clicks");
     }
-    // The image's metadata and its removal, from any replica.
+    // The image's metadata, its embedding (the same bytes, whether encoded there or read from Redis) and its
+    // removal, from any replica.
+    let embedding_path = format!("/v1/images/{image_id}/embedding?dtype=f32");
+    let embedding = replicas[0].get(&embedding_path);
+    assert_eq!(embedding.status, 200);
     for server in &replicas {
         assert_eq!(server.get(&format!("/v1/images/{image_id}")).status, 200);
+        assert!(server.get(&embedding_path).body == embedding.body, "the same embedding from every replica");
     }
     assert_eq!(nginx.client.delete(&format!("/v1/images/{image_id}")).status, 204);
     // Every replica drops its copy (announced through Redis); a newcomer finds none either.

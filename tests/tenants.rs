@@ -53,6 +53,7 @@ fn every_lookup(client: &Client, image_id: &str, job_id: &str) -> Vec<(u16, Valu
         seen(&client.get(&image_path)),
         seen(&click(client, image_id, None)),
         seen(&client.post_json(&format!("{image_path}/everything"), &json!({}))),
+        seen(&client.get(&format!("{image_path}/embedding"))),
         seen(&client.delete(&image_path)),
         seen(&client.get(&format!("/v1/jobs/{job_id}"))),
         seen(&client.get(&format!("/v1/jobs/{job_id}/results"))),

@@ -557,6 +557,17 @@ def measure(name, setup, seconds):
     return entry
 
 
+# The section tests/e2e/bench_page.mjs writes (the page in a browser): kept as it is.
+PAGE_SECTION = "## In the page"
+
+
+def write_report(path, text):
+    """Writes the report, keeping the page benchmark's section of the file it replaces."""
+    old = path.read_text() if path.exists() else ""
+    page = old[old.index(PAGE_SECTION):] if PAGE_SECTION in old else ""
+    path.write_text(text + "\n" + ("\n" + page if page else ""))
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
@@ -576,7 +587,7 @@ def main():
     if args.render_only:
         results = json.loads(out_json.read_text())
         keep_before(results, before)
-        Path(args.out).write_text(report(results, results.get("seconds", args.seconds), before) + "\n")
+        write_report(Path(args.out), report(results, results.get("seconds", args.seconds), before))
         print(f"wrote {args.out}")
         return
     setups = model_setups()
@@ -604,7 +615,7 @@ def main():
         run["load"].append(os.getloadavg()[0])
     results = json.loads(json.dumps(results, default=str))  # as it will be read back (string keys)
     keep_before(results, before)
-    Path(args.out).write_text(report(results, results["seconds"], before) + "\n")
+    write_report(Path(args.out), report(results, results["seconds"], before))
     out_json.write_text(json.dumps(results, indent=1))
     print(f"wrote {args.out}")
 

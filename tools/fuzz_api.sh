@@ -80,6 +80,17 @@ parameters = { model = "samserve-s" }
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "404", "415", "422", "429", "5xx"]
 checks.negative_data_rejection.enabled = false
 
+# The decoder file of the built-in model, the one loaded (a random name only ever meets 404). On both downloads, a
+# generated `If-None-Match: *` is rightly answered 304 Not Modified: the file exists.
+[[operations]]
+include-name = "GET /v1/models/{name}/decoder.onnx"
+parameters = { name = "samserve-s" }
+checks.positive_data_acceptance.expected-statuses = ["2xx", "304", "401", "404", "5xx"]
+
+[[operations]]
+include-name = "GET /v1/images/{image_id}/embedding"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "304", "401", "404", "5xx"]
+
 # DELETE of a job that has not ended cancels it (200) and keeps it, with the results of the images done so far;
 # only DELETE of an ended job (204) removes it. The use-after-free check takes any 2xx for a removal.
 [[operations]]
@@ -96,7 +107,7 @@ EOF
 
 # (One filter per entry: several include-* keys in one entry match any of them, not all.)
 [[operations]]
-include-name-regex = '^(GET /v1/images/\{image_id\}|POST /v1/images/\{image_id\}/(everything|segment))$'
+include-name-regex = '^(GET /v1/images/\{image_id\}(/embedding)?|POST /v1/images/\{image_id\}/(everything|segment))$'
 parameters = { image_id = "${FUZZ_IMAGE_ID}" }
 
 [[operations]]

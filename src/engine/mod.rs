@@ -22,7 +22,7 @@ use tokio::sync::Semaphore;
 use crate::amg::{self, AmgError, AmgInput, AmgParams, GeneratedMask};
 use crate::image_input::{ImageError, ImageLimits, decode_image};
 use crate::metrics::Metrics;
-use crate::model::{Embedding, ModelError, Prompt, PromptError, SamModel};
+use crate::model::{Embedding, EmbeddingDtype, ImageSize, ModelError, Prompt, PromptError, SamModel};
 use crate::segment::{PromptResult, SegmentOptions, segment};
 use crate::tenant::{IdSecret, Tenant};
 use cache::ByteLru;
@@ -203,7 +203,18 @@ impl Engine {
         &self.default_model
     }
 
-    fn model(&self, name: Option<&str>) -> Result<Arc<SamModel>, EngineError> {
+    /// The float type `model`'s decoder takes the embeddings it encodes from: f16 where the cache keeps them so
+    /// (widened), unless a device copy in f32 stays beside the cache entry and the decoder takes that.
+    pub fn embedding_dtype(&self, model: &SamModel) -> EmbeddingDtype {
+        if self.config.embeddings_f16 && !model.encoder.keeps_embeddings_on_device() {
+            EmbeddingDtype::F16
+        } else {
+            EmbeddingDtype::F32
+        }
+    }
+
+    /// A loaded model by name, or the default model.
+    pub fn model(&self, name: Option<&str>) -> Result<Arc<SamModel>, EngineError> {
         let name = name.unwrap_or(&self.default_model);
         self.models.get(name).cloned().ok_or_else(|| EngineError::ModelNotFound(name.to_string()))
     }
@@ -333,7 +344,7 @@ impl Engine {
     }
 
     /// The record of a tenant's image: this replica's cache, else the shared store (then cached here too).
-    async fn find_record(&self, tenant: &Tenant, image_id: &str) -> Result<Arc<ImageRecord>, EngineError> {
+    pub async fn find_record(&self, tenant: &Tenant, image_id: &str) -> Result<Arc<ImageRecord>, EngineError> {
         let key = tenant.scope(image_id);
         if let Some(record) = lock(&self.embeddings).get(&key, &self.metrics.embedding_cache) {
             return Ok(record);
@@ -384,6 +395,32 @@ impl Engine {
             Some(record) => Some(record),
             None => self.find_record(tenant, image_id).await.ok(),
         }
+    }
+
+    /// An image's embedding as a safetensors file for a decoder that runs elsewhere (the page's, in the browser):
+    /// the tensors in `dtype`, named by the decoder inputs they feed, and in the metadata what that decoder's caller
+    /// needs to move prompts into the model's frame and read masks back (docs/api.md).
+    pub async fn embedding_file(
+        &self,
+        record: Arc<ImageRecord>,
+        dtype: EmbeddingDtype,
+    ) -> Result<Vec<u8>, EngineError> {
+        let model = self.model(Some(&record.model))?;
+        let size = |s: ImageSize| format!("[{}, {}]", s.height, s.width);
+        let embedding = &record.embedding;
+        let metadata = HashMap::from([
+            ("model".to_string(), record.model.clone()),
+            ("family".to_string(), model.encoder.family().name().to_string()),
+            ("image_id".to_string(), record.image_id.clone()),
+            ("original_size".to_string(), size(embedding.original)),
+            ("resized_size".to_string(), size(embedding.resized)),
+            ("input_size".to_string(), model.encoder.input_size().to_string()),
+            ("low_res_size".to_string(), size(model.decoder.low_res_size())),
+        ]);
+        // Megabytes of values to convert and copy: off the async executor.
+        tokio::task::spawn_blocking(move || Ok(record.embedding.to_safetensors_as(dtype, metadata)?))
+            .await
+            .unwrap_or_else(|panic| Err(EngineError::Inference(format!("the embedding file failed: {panic}"))))
     }
 
     /// Drops this replica's copy of an image (by its storage key) that another replica removed.

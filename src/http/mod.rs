@@ -2,6 +2,7 @@
 
 mod auth;
 mod body;
+mod downloads;
 mod edge;
 mod error;
 mod everything;
@@ -288,6 +289,7 @@ impl AppState {
         images::upload,
         images::metadata,
         images::remove,
+        downloads::embedding,
         segment::segment_image,
         segment::segment_once,
         everything::everything,
@@ -296,6 +298,7 @@ impl AppState {
         jobs::results,
         jobs::remove,
         ops::models,
+        downloads::decoder_file,
         ops::healthz,
         ops::readyz,
         ops::metrics,
@@ -431,6 +434,7 @@ fn routes(config: &mut web::ServiceConfig) {
         .service(images::upload)
         .service(images::metadata)
         .service(images::remove)
+        .service(downloads::embedding)
         .service(segment::segment_image)
         .service(segment::segment_once)
         .service(everything::everything)
@@ -439,6 +443,7 @@ fn routes(config: &mut web::ServiceConfig) {
         .service(jobs::results)
         .service(jobs::remove)
         .service(ops::models)
+        .service(downloads::decoder_file)
         .service(ops::healthz)
         .service(ops::readyz)
         .service(ops::metrics)
@@ -446,6 +451,7 @@ fn routes(config: &mut web::ServiceConfig) {
         .service(page::index)
         .service(page::favicon)
         .service(page::asset)
+        .service(page::onnxruntime_web)
         .default_service(web::to(fallback::unrouted));
 }
 

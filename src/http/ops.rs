@@ -6,9 +6,9 @@ use serde::Serialize;
 use utoipa::OpenApi;
 
 use super::error::{ApiError, ErrorBody};
-use super::{ApiDoc, AppState};
+use super::{ApiDoc, AppState, downloads};
 use crate::hub;
-use crate::model::BUILTIN_MODEL;
+use crate::model::{BUILTIN_MODEL, EmbeddingDtype};
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Status {
@@ -92,6 +92,18 @@ pub struct ModelInfo {
     /// What a user should know before relying on this model's masks: set for the built-in demo model (trained on
     /// synthetic shapes), with the command that serves a real one. The page shows it.
     pub notice: Option<String>,
+    /// Whether a browser can run the decoder as it is (onnxruntime-web), fed from `GET
+    /// /v1/images/{image_id}/embedding`: one ONNX file without external data, SamOnnxModel's point inputs
+    /// (`point_coords`, `point_labels`), a `sam` or `sam2` decoder, float32 inputs.
+    pub browser_decoder: bool,
+    /// With `browser_decoder`: where to get the decoder's file, versioned by its hash (`?v=`: the first 16 hex
+    /// digits of its SHA-256), so that browsers may keep it for good.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decoder_url: Option<String>,
+    /// The float type of the values the decoder is fed from the cache: `f16` with `--cache-f16` (widened), unless
+    /// the decoder shares the encoder's GPU and takes the float32 copy kept there. A decoder run elsewhere on the
+    /// embedding downloaded in this type gives the server's masks.
+    pub embedding_dtype: EmbeddingDtype,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -137,6 +149,9 @@ pub async fn models(state: Data<AppState>) -> Result<HttpResponse, ApiError> {
                 encoder_device: model.placement.0.to_string(),
                 decoder_device: model.placement.1.to_string(),
                 notice: (model.name() == BUILTIN_MODEL).then(hub::builtin_model_notice),
+                browser_decoder: model.browser_decoder.is_ok(),
+                decoder_url: model.browser_decoder.as_ref().ok().map(|file| downloads::decoder_url(model.name(), file)),
+                embedding_dtype: engine.embedding_dtype(model),
             }
         })
         .collect();

@@ -169,6 +169,16 @@ impl Decoder {
         self.takes_mask_input
     }
 
+    /// How the graph takes the prompts' points.
+    pub(super) fn point_inputs(&self) -> PointInputs {
+        self.points
+    }
+
+    /// Whether the graph takes any input in float16.
+    pub(super) fn takes_half_inputs(&self) -> bool {
+        !self.half_inputs.is_empty()
+    }
+
     /// Whether the graph takes any embedding tensor in float16 (then it cannot take the encoder's device copy).
     pub(super) fn takes_half_embeddings(&self) -> bool {
         self.half_inputs.iter().any(|name| !self.is_prompt_input(name))

@@ -52,6 +52,15 @@ enum EmbeddingTensor {
     F16(ArrayD<f16>),
 }
 
+/// The float type of embedding tensors, as the cache keeps them (`f16` with `--cache-f16`) or as a client asks for
+/// them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbeddingDtype {
+    F32,
+    F16,
+}
+
 /// What the decoder is fed for one embedding tensor.
 pub(super) enum DecoderFeed<'a> {
     OnDevice(&'a Tensor<f32>),
@@ -110,6 +119,25 @@ impl Embedding {
             };
             (&*part.decoder_input, feed)
         })
+    }
+}
+
+impl EmbeddingPart {
+    /// The values the decoder is fed, in f32: the host tensor's, or where it is rounded to f16 and a device copy
+    /// exists (`--cache-f16` with the decoder on the encoder's GPU, which takes that copy as it is), the device
+    /// copy's, brought to the host.
+    fn fed_f32(&self) -> Result<Cow<'_, ArrayD<f32>>, ModelError> {
+        let (EmbeddingTensor::F16(rounded), Some(on_device)) = (&self.tensor, &self.on_device) else {
+            return Ok(self.tensor.to_f32());
+        };
+        let host = on_device.to(AllocationDevice::CPU, 0)?;
+        let values = host.try_extract_array::<f32>()?;
+        // The encoder's output, in the decoder's shape (as `EmbeddingOutput::host_array` gives it).
+        let shaped = values.to_shape(rounded.shape()).map_err(|e| ModelError::Contract {
+            file: "encoder".into(),
+            message: format!("`{}` is not {:?}: {e}", self.decoder_input, rounded.shape()),
+        })?;
+        Ok(Cow::Owned(shaped.into_owned()))
     }
 }
 
@@ -324,6 +352,11 @@ impl Encoder {
     /// Leave each embedding on `placement` as well as copying it to the host (see [`Embedding`]).
     pub(super) fn keep_embeddings_on(&mut self, placement: Placement) {
         self.keep_on = Some(placement);
+    }
+
+    /// Whether embeddings also stay on the decoder's device (see [`Self::keep_embeddings_on`]).
+    pub fn keeps_embeddings_on_device(&self) -> bool {
+        self.keep_on.is_some()
     }
 
     /// S: the side of the square the encoder takes.

@@ -1,5 +1,6 @@
 //! The ONNX side: a model folder (manifest + encoder + decoder) and the ORT runtime. Knows nothing of HTTP.
 
+mod browser;
 mod builtin;
 mod decoder;
 mod encoder;
@@ -18,9 +19,10 @@ use std::path::Path;
 
 use ort::session::Session;
 
+pub use browser::BrowserDecoder;
 pub use builtin::BUILTIN_MODEL;
 pub use decoder::{DecodedPrompt, Decoder, MaskTokens};
-pub use encoder::{Embedding, Encoder, EncoderInput, InputLayout};
+pub use encoder::{Embedding, EmbeddingDtype, Encoder, EncoderInput, InputLayout};
 pub use family::Family;
 pub use manifest::Manifest;
 pub use preprocess::ImageSize;
@@ -64,6 +66,8 @@ pub struct SamModel {
     pub decoder: Decoder,
     /// Where the encoder and decoder sessions really run.
     pub placement: (Placement, Placement),
+    /// The decoder's file for a web page to run, or why a browser cannot run it.
+    pub browser_decoder: Result<BrowserDecoder, String>,
 }
 
 impl SamModel {
@@ -86,15 +90,15 @@ impl SamModel {
 
     fn open(
         manifest: Manifest,
-        encoder: OnnxSource,
-        decoder: OnnxSource,
+        encoder_source: OnnxSource,
+        decoder_source: OnnxSource,
         runtime: &Runtime,
         sessions: SessionCounts,
     ) -> Result<Self, ModelError> {
         let (encoder_sessions, encoder_placement) =
-            open_sessions(runtime, encoder, Network::Encoder, &manifest.encoder, sessions.encoder)?;
+            open_sessions(runtime, encoder_source, Network::Encoder, &manifest.encoder, sessions.encoder)?;
         let (decoder_sessions, decoder_placement) =
-            open_sessions(runtime, decoder, Network::Decoder, &manifest.decoder, sessions.decoder)?;
+            open_sessions(runtime, decoder_source, Network::Decoder, &manifest.decoder, sessions.decoder)?;
         let decoder_inputs = decoder_sessions[0].inputs();
         let family = Family::of_decoder(decoder_inputs.iter().map(|input| input.name()));
         if let Some(stated) = manifest.family.filter(|&stated| stated != family) {
@@ -109,12 +113,13 @@ impl SamModel {
         }
         let mut encoder = Encoder::new(encoder_sessions, &manifest, family, decoder_inputs)?;
         let decoder = Decoder::new(decoder_sessions, &manifest, &encoder)?;
+        let browser_decoder = BrowserDecoder::load(decoder_source, &decoder, family);
         // A device copy is fed to the decoder as it is: both ends must be float32.
         let same_gpu = matches!(encoder_placement, Placement::Cuda(_)) && encoder_placement == decoder_placement;
         if same_gpu && encoder.binds_to_device() && !decoder.takes_half_embeddings() {
             encoder.keep_embeddings_on(encoder_placement);
         }
-        Ok(Self { manifest, encoder, decoder, placement: (encoder_placement, decoder_placement) })
+        Ok(Self { manifest, encoder, decoder, placement: (encoder_placement, decoder_placement), browser_decoder })
     }
 
     pub fn name(&self) -> &str {
@@ -151,15 +156,22 @@ fn static_dims(outlets: &[ort::value::Outlet], name: &str, file: &Path) -> Resul
 mod tests {
     use super::*;
 
-    /// The IoBinding path (embedding left on the encoder's device and fed to the decoder as it is) is the one a
-    /// shared GPU takes; with the CPU standing in as the device it must give what the plain path gives.
-    #[test]
-    fn embeddings_kept_on_the_device_decode_like_host_copies() {
+    /// The built-in model as the plain path runs it, and as the IoBinding path does with the CPU standing in as
+    /// the device; and an image.
+    fn plain_and_bound() -> (SamModel, SamModel, image::RgbImage) {
         let runtime = Runtime::load(RuntimeOptions { device: Device::Cpu, ..RuntimeOptions::default() }).unwrap();
         let plain = SamModel::builtin(&runtime, SessionCounts::default()).unwrap();
         let mut bound = SamModel::builtin(&runtime, SessionCounts::default()).unwrap();
         bound.encoder.keep_embeddings_on(Placement::Cpu);
         let image = image::RgbImage::from_fn(96, 64, |x, y| image::Rgb([(x * 2) as u8, (y * 3) as u8, 90]));
+        (plain, bound, image)
+    }
+
+    /// The IoBinding path (embedding left on the encoder's device and fed to the decoder as it is) is the one a
+    /// shared GPU takes; with the CPU standing in as the device it must give what the plain path gives.
+    #[test]
+    fn embeddings_kept_on_the_device_decode_like_host_copies() {
+        let (plain, bound, image) = plain_and_bound();
         let (host, kept) = (plain.encoder.encode(&image).unwrap(), bound.encoder.encode(&image).unwrap());
         assert!(!host.on_device() && kept.on_device());
         assert!(host.tensors_f32().eq(kept.tensors_f32()));
@@ -167,5 +179,19 @@ mod tests {
             [Prompt { points: vec![Point { x: 40.0, y: 30.0, label: PointLabel::Foreground }], ..Prompt::default() }];
         let (a, b) = (plain.decoder.decode(&host, &prompts).unwrap(), bound.decoder.decode(&kept, &prompts).unwrap());
         assert_eq!((&a[0].scores, &a[0].low_res), (&b[0].scores, &b[0].low_res));
+    }
+
+    /// An embedding file in f32 holds what the decoder is fed: with `--cache-f16` and a device copy kept (the
+    /// decoder takes that one as it is), the device copy's values, not the rounded cache entry's.
+    #[test]
+    fn embedding_files_in_f32_hold_the_values_the_decoder_is_fed() {
+        let (plain, bound, image) = plain_and_bound();
+        let exact = plain.encoder.encode(&image).unwrap();
+        let (rounded, kept) = (exact.clone().into_f16(), bound.encoder.encode(&image).unwrap().into_f16());
+        let file = |embedding: &Embedding, dtype| embedding.to_safetensors_as(dtype, Default::default()).unwrap();
+        assert!(file(&kept, EmbeddingDtype::F32) == file(&exact, EmbeddingDtype::F32));
+        assert!(file(&rounded, EmbeddingDtype::F32) != file(&exact, EmbeddingDtype::F32), "f16 rounds");
+        assert!(file(&kept, EmbeddingDtype::F16) == file(&rounded, EmbeddingDtype::F16));
+        assert!(file(&exact, EmbeddingDtype::F16) == file(&rounded, EmbeddingDtype::F16));
     }
 }

@@ -1,16 +1,18 @@
 //! Reads the names and shapes of an ONNX file's graph inputs and outputs without loading the model: enough to tell
-//! an encoder from a decoder, and a decoder's mask count, before any session is opened. Weights, which make almost
-//! all of a file, are skipped unread.
+//! an encoder from a decoder, and a decoder's mask count, before any session is opened; and whether its weights
+//! live in external data files. Weights, which make almost all of a file, are skipped unread.
 //!
-//! The protobuf fields read (onnx.proto): `ModelProto.graph` = 7; `GraphProto.input` = 11, `.output` = 12;
-//! `ValueInfoProto.name` = 1, `.type` = 2; `TypeProto.tensor_type` = 1; `TypeProto.Tensor.shape` = 2;
-//! `TensorShapeProto.dim` = 1; `Dimension.dim_value` = 1 (a dimension without it is symbolic).
+//! The protobuf fields read (onnx.proto): `ModelProto.graph` = 7; `GraphProto.initializer` = 5, `.input` = 11,
+//! `.output` = 12; `TensorProto.data_location` = 14 (`EXTERNAL` = 1); `ValueInfoProto.name` = 1, `.type` = 2;
+//! `TypeProto.tensor_type` = 1; `TypeProto.Tensor.shape` = 2; `TensorShapeProto.dim` = 1; `Dimension.dim_value` = 1
+//! (a dimension without it is symbolic).
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek};
 use std::path::Path;
 
 const MODEL_GRAPH: u64 = 7;
+const GRAPH_INITIALIZER: u64 = 5;
 const GRAPH_INPUT: u64 = 11;
 const GRAPH_OUTPUT: u64 = 12;
 const VALUE_INFO_NAME: u64 = 1;
@@ -19,6 +21,8 @@ const TYPE_TENSOR: u64 = 1;
 const TENSOR_SHAPE: u64 = 2;
 const SHAPE_DIM: u64 = 1;
 const DIM_VALUE: u64 = 1;
+const TENSOR_DATA_LOCATION: u64 = 14;
+const DATA_LOCATION_EXTERNAL: u64 = 1;
 
 /// A graph input or output: its name and, for a tensor with a known rank, its dimensions (`None` where symbolic).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,32 +52,63 @@ impl GraphNames {
 pub fn graph_names(path: &Path) -> io::Result<GraphNames> {
     let file = File::open(path)?;
     let length = file.metadata()?.len();
-    let mut reader = BufReader::new(file);
     let mut names = GraphNames::default();
+    for_each_graph_field(&mut BufReader::new(file), length, &mut |reader, field, wire| {
+        let Wire::Bytes(size) = wire else { return Ok(()) };
+        let list = match field {
+            GRAPH_INPUT => &mut names.inputs,
+            GRAPH_OUTPUT => &mut names.outputs,
+            _ => return skip(reader, size),
+        };
+        let mut value_info = vec![0; to_usize(size)?];
+        reader.read_exact(&mut value_info)?;
+        list.push(parse_value_info(&value_info)?);
+        Ok(())
+    })?;
+    Ok(names)
+}
+
+/// Whether the graph's weights (its initializers) live in external data files beside the ONNX file `model`, so
+/// that the file alone is not the whole model.
+pub fn has_external_data(model: &[u8]) -> io::Result<bool> {
+    let mut external = false;
+    let mut reader = io::Cursor::new(model);
+    for_each_graph_field(&mut reader, model.len() as u64, &mut |reader, field, wire| {
+        let Wire::Bytes(size) = wire else { return Ok(()) };
+        if field != GRAPH_INITIALIZER {
+            return skip(reader, size);
+        }
+        for_each_field(reader, size, &mut |reader, field, wire| match wire {
+            Wire::Varint(location) => {
+                external |= field == TENSOR_DATA_LOCATION && location == DATA_LOCATION_EXTERNAL;
+                Ok(())
+            }
+            Wire::Bytes(size) => skip(reader, size),
+        })
+    })?;
+    Ok(external)
+}
+
+/// Calls `visit` (as [`for_each_field`] does) for each field of the graph of the ONNX model in the next `length`
+/// bytes; an error when there is no graph.
+fn for_each_graph_field<R: Read + Seek>(
+    reader: &mut R,
+    length: u64,
+    visit: &mut dyn FnMut(&mut R, u64, Wire) -> io::Result<()>,
+) -> io::Result<()> {
     let mut found_graph = false;
-    for_each_field(&mut reader, length, &mut |reader, field, wire| {
+    for_each_field(reader, length, &mut |reader, field, wire| {
         let Wire::Bytes(size) = wire else { return Ok(()) };
         if field != MODEL_GRAPH {
             return skip(reader, size);
         }
         found_graph = true;
-        for_each_field(reader, size, &mut |reader, field, wire| {
-            let Wire::Bytes(size) = wire else { return Ok(()) };
-            let list = match field {
-                GRAPH_INPUT => &mut names.inputs,
-                GRAPH_OUTPUT => &mut names.outputs,
-                _ => return skip(reader, size),
-            };
-            let mut value_info = vec![0; to_usize(size)?];
-            reader.read_exact(&mut value_info)?;
-            list.push(parse_value_info(&value_info)?);
-            Ok(())
-        })
+        for_each_field(reader, size, visit)
     })?;
     if !found_graph {
         return Err(invalid("no graph: not an ONNX model"));
     }
-    Ok(names)
+    Ok(())
 }
 
 /// A field as the wire gives it: a varint's value, or the size of a length-delimited field's bytes.
@@ -236,6 +271,16 @@ mod tests {
         assert_eq!(decoder.output("iou_predictions").unwrap().dims, Some(vec![None, Some(4)]));
         let single = graph_names(&fixture("samexporter-single/samserve_amg.decoder.onnx")).unwrap();
         assert_eq!(single.output("iou_predictions").unwrap().dims, Some(vec![None, Some(1)]));
+    }
+
+    #[test]
+    fn tells_weights_in_external_data_files_from_weights_inside() {
+        let external = |path: &str| has_external_data(&std::fs::read(fixture(path)).unwrap()).unwrap();
+        assert!(external("samexporter-external/samserve_amg.encoder.onnx"));
+        assert!(external("sam2-transformers-fp16/prompt_encoder_mask_decoder_fp16.onnx"));
+        assert!(!external("samexporter-external/samserve_amg.decoder.onnx"));
+        assert!(!external("tiny/decoder.onnx"));
+        assert!(has_external_data(b"not a model").is_err());
     }
 
     #[test]

@@ -149,6 +149,11 @@ impl Client {
         Self::reply(self.authorized(self.agent.get(format!("{}{path}", self.base))).call())
     }
 
+    /// A GET with one more request header.
+    pub fn get_with_header(&self, path: &str, name: &str, value: &str) -> Reply {
+        Self::reply(self.authorized(self.agent.get(format!("{}{path}", self.base)).header(name, value)).call())
+    }
+
     pub fn delete(&self, path: &str) -> Reply {
         Self::reply(self.authorized(self.agent.delete(format!("{}{path}", self.base))).call())
     }

@@ -6,19 +6,19 @@ import { spawn } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { chromium } from 'playwright-core';
+import { masksFromLogits } from '../../assets/local_decoder.mjs';
 import { rleCounts } from '../../assets/rle.mjs';
+import { chromiumPath, landscape, root, startServer } from './server.mjs';
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const binary = process.env.SAMSERVE_BIN || join(root, 'target', 'debug', 'samserve');
-const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
 const screenshots = join(root, 'target', 'e2e-screenshots');
-const landscape = join(root, 'tests', 'fixtures', 'images', 'landscape.png');
 const WIDTH = 640;
 const HEIGHT = 427;
+// Most tests watch the page's segment requests: they ask it to decode on the server. The tests of decoding in the
+// page (further down) open it without.
+const SERVER_DECODING = '/?decoder=server';
 
 let server;
 let base;
@@ -26,33 +26,9 @@ let browser;
 let context;
 let page;
 
-/** Starts `samserve serve` on a free port with these fixture model folders (or the built-in `samserve-s`) and a
- * fresh data folder; resolves once ready. */
-async function startServer(models, extra = []) {
-  const dataDir = mkdtempSync(join(tmpdir(), 'samserve-e2e-'));
-  const specs = models.map((m) => (m === 'samserve-s' ? m : join(root, 'tests', 'fixtures', 'models', m)));
-  const child = spawn(binary, ['--device', 'cpu', 'serve', '--port', '0', '--data-dir', dataDir, '--model',
-    specs.join(','), ...extra], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-    env: { ...process.env, RUST_LOG: 'warn' },
-  });
-  const lines = createInterface({ input: child.stdout });
-  const [first] = await Promise.race([
-    new Promise((done) => lines.once('line', (line) => done([line]))),
-    new Promise((_, fail) => child.once('exit', (code) => fail(new Error(`samserve exited with ${code}`)))),
-  ]);
-  const address = first.trim().split(' ').pop();
-  for (let i = 0; i < 600; i += 1) {
-    const ready = await fetch(`${address}/readyz`).then((r) => r.ok, () => false);
-    if (ready) break;
-    await new Promise((done) => setTimeout(done, 50));
-  }
-  return { child, address };
-}
-
 before(async () => {
   mkdirSync(screenshots, { recursive: true });
-  server = await startServer(['tiny']);
+  server = await startServer(binary, ['tiny']);
   base = server.address;
   browser = await chromium.launch({
     executablePath: chromiumPath,
@@ -69,7 +45,7 @@ after(async () => {
 beforeEach(async () => {
   context = await browser.newContext({ viewport: { width: 1280, height: 800 }, acceptDownloads: true });
   page = await context.newPage();
-  await page.goto(base);
+  await page.goto(base + SERVER_DECODING);
 });
 
 afterEach(async () => {
@@ -91,8 +67,8 @@ async function openLandscape({ hover = false } = {}) {
 
 /** Starts a server with these model folders and opens the fixture image on its page (hover off). */
 async function openLandscapeOn(models) {
-  const other = await startServer(models);
-  await page.goto(other.address);
+  const other = await startServer(binary, models);
+  await page.goto(other.address + SERVER_DECODING);
   await page.uncheck('#hover-toggle');
   await page.setInputFiles('#file-input', landscape);
   await page.waitForFunction(() => /encoded/.test(document.getElementById('upload-text').textContent));
@@ -101,6 +77,7 @@ async function openLandscapeOn(models) {
 
 /** Screen position of an image pixel (the canvas is scaled to fit). */
 async function screen(x, y) {
+  await page.evaluate(() => window.scrollTo(0, 0)); // a long object list scrolls the page as buttons are clicked
   const box = await page.locator('#prompt-canvas').boundingBox();
   return [box.x + (x / WIDTH) * box.width, box.y + (y / HEIGHT) * box.height];
 }
@@ -449,9 +426,9 @@ test('a SAM 2 model: clicks, candidates and refinement as with SAM', async () =>
 });
 
 test('the page offers a model picker and says when the model is only the demo one', async () => {
-  const both = await startServer(['samserve-s', 'tiny']);
+  const both = await startServer(binary, ['samserve-s', 'tiny']);
   try {
-    await page.goto(both.address);
+    await page.goto(both.address + SERVER_DECODING);
     await page.locator('#model-picker').waitFor({ state: 'visible' });
     const names = await page.locator('#model-select option').evaluateAll((options) => options.map((o) => o.value));
     assert.deepEqual(names, ['samserve-s', 'tiny']);
@@ -514,9 +491,9 @@ async function counter(address, series) {
 
 test('with API keys the page asks for one, keeps it for this tab only, and works with it', async () => {
   const key = 'e2e-tenant-key-0123456789';
-  const keyed = await startServer(['tiny'], ['--api-key-list', `team:${key}`]);
+  const keyed = await startServer(binary, ['tiny'], ['--api-key-list', `team:${key}`]);
   try {
-    await page.goto(keyed.address);
+    await page.goto(keyed.address + SERVER_DECODING);
     await page.waitForSelector('#key-form', { state: 'visible' });
     await page.fill('#key-input', 'a-wrong-key-0123456789');
     await page.click('#key-form button');
@@ -554,7 +531,7 @@ test('the page works through nginx in front of replicas sharing Redis', async ()
   try {
     await listening(redisPort);
     for (let i = 0; i < 2; i += 1) {
-      replicas.push(await startServer(['tiny'], ['--redis', `redis://127.0.0.1:${redisPort}`]));
+      replicas.push(await startServer(binary, ['tiny'], ['--redis', `redis://127.0.0.1:${redisPort}`]));
     }
     const port = await freePort();
     const upstream = replicas.map((r) => `server ${new URL(r.address).host};`).join(' ');
@@ -566,7 +543,7 @@ test('the page works through nginx in front of replicas sharing Redis', async ()
         server { listen 127.0.0.1:${port}; location / { proxy_pass http://samserve; } } }`);
     nginx = spawn('/usr/sbin/nginx', ['-p', dir, '-c', join(dir, 'nginx.conf')], { stdio: 'ignore' });
     await listening(port);
-    await page.goto(`http://127.0.0.1:${port}`);
+    await page.goto(`http://127.0.0.1:${port}${SERVER_DECODING}`);
     await page.uncheck('#hover-toggle');
     await page.setInputFiles('#file-input', landscape);
     await page.waitForFunction(() => /encoded/.test(document.getElementById('upload-text').textContent));
@@ -586,5 +563,188 @@ test('the page works through nginx in front of replicas sharing Redis', async ()
     nginx?.kill();
     for (const replica of replicas) replica.child.kill();
     redis.kill();
+  }
+});
+
+// ---- decoding in the page --------------------------------------------------------------------------------------
+
+/** 20 clicks and a box over four objects: a refinement chain (background clicks too), a box refined by clicks,
+ * and single clicks that offer candidates. Positions in image pixels. */
+const SESSION = [
+  ['click', 475, 365], ['click', 500, 340], ['right', 300, 200], ['click', 450, 380], ['click', 520, 360],
+  ['new'], ['box', 100, 50, 300, 250], ['click', 200, 150], ['right', 120, 60], ['click', 250, 120],
+  ['new'], ['click', 390, 150], ['click', 410, 170], ['right', 600, 60],
+  ...[[60, 380], [160, 330], [260, 400], [560, 250], [620, 410], [330, 60], [40, 40]].flatMap(([x, y]) => [['new'], ['click', x, y]]),
+];
+
+/** Plays SESSION on the open page; after each prompt, the page's COCO export (the chosen mask of every object). */
+async function playSession() {
+  const exports = [];
+  let prompts = 0;
+  for (const [action, ...at] of SESSION) {
+    if (action === 'new') {
+      await page.keyboard.press('n');
+      continue;
+    }
+    const [x, y] = await screen(at[0], at[1]);
+    if (action === 'box') {
+      const [x1, y1] = await screen(at[2], at[3]);
+      await page.mouse.move(x, y);
+      await page.mouse.down();
+      await page.mouse.move(x1, y1, { steps: 8 });
+      await page.mouse.up();
+    } else {
+      await page.mouse.click(x, y, { button: action === 'right' ? 'right' : 'left' });
+    }
+    prompts += 1;
+    await page.waitForFunction((n) => performance.getEntriesByName('click-to-mask').length >= n, prompts)
+      .catch((error) => { throw new Error(`prompt ${prompts} (${action} ${at}) was not answered: ${error.message}`); });
+    exports.push((await downloaded('#export-coco')).bytes.toString('utf8'));
+  }
+  return exports;
+}
+
+/** Opens the fixture image on the page at `address` and waits until it is ready to click. */
+async function openAt(address, { hover }) {
+  await page.goto(address);
+  if (!hover) await page.uncheck('#hover-toggle');
+  await page.setInputFiles('#file-input', landscape);
+  await page.waitForFunction(() => /encoded/.test(document.getElementById('upload-text').textContent));
+  return page.locator('#decoder-mode');
+}
+
+/** A COCO RLE as a column-major 0/1 array. */
+function rleMask({ size: [height, width], counts }) {
+  const mask = new Uint8Array(height * width);
+  let index = 0;
+  rleCounts(counts).forEach((run, i) => {
+    if (i % 2 === 1) mask.fill(1, index, index + run);
+    index += run;
+  });
+  return mask;
+}
+
+function iou(a, b) {
+  const [x, y] = [rleMask(a), rleMask(b)];
+  let [both, either] = [0, 0];
+  for (let i = 0; i < x.length; i += 1) {
+    both += x[i] & y[i];
+    either += x[i] | y[i];
+  }
+  return either ? both / either : 1;
+}
+
+/** Hover moves over the image, then SESSION, decoded in the page and then on the server: the page sends no segment
+ * request, each mask matches the server's (IoU >= 0.99 at full size, same top candidate), and so do the exports. */
+async function decodesLikeTheServer(models) {
+  const server = await startServer(binary, models);
+  try {
+    const segmentRequests = [];
+    page.on('request', (request) => { if (request.url().includes('/segment')) segmentRequests.push(request.url()); });
+    const mode = await openAt(server.address, { hover: true });
+    assert.equal(await mode.getAttribute('data-mode'), 'local', await mode.textContent());
+    assert.match(await mode.textContent(), /decoded in this page \(WebAssembly, \d+ threads?\)/);
+    for (let i = 0; i < 50; i += 1) {
+      const [x, y] = await screen(40 + (i * 37) % 560, 40 + (i * 53) % 350);
+      await page.mouse.move(x, y, { steps: 2 });
+      await page.waitForTimeout(10);
+    }
+    await page.waitForFunction(() => performance.getEntriesByName('hover-preview').length > 0);
+    assert.ok(await painted('hover-canvas') > 0, 'the preview is drawn');
+    const local = await playSession();
+    assert.deepEqual(segmentRequests, [], 'no segment request from 50 hover moves and 20 clicks');
+
+    await openAt(server.address + SERVER_DECODING, { hover: false });
+    assert.equal(await mode.getAttribute('data-mode'), 'server');
+    const remote = await playSession();
+    assert.ok(segmentRequests.length > 0, 'the server answered this time');
+    let [masks, identical, scoreGap] = [0, 0, 0];
+    for (const [step, [mine, theirs]] of local.map((text, i) => [text, remote[i]]).entries()) {
+      const [a, b] = [JSON.parse(mine).annotations, JSON.parse(theirs).annotations];
+      assert.equal(a.length, b.length, `objects after prompt ${step + 1}`);
+      for (const [i, annotation] of a.entries()) {
+        const overlap = iou(annotation.segmentation, b[i].segmentation);
+        assert.ok(overlap >= 0.99, `prompt ${step + 1}, ${annotation.name}: IoU ${overlap.toFixed(4)} with the server's`);
+        scoreGap = Math.max(scoreGap, Math.abs(annotation.score - b[i].score));
+        masks += 1;
+        identical += Number(annotation.segmentation.counts === b[i].segmentation.counts);
+      }
+    }
+    // The same top candidate: scores differ only by the two runtimes' float rounding (WebAssembly's kernels sum in
+    // another order than the server's), which is also why a mask may differ by a pixel or two. Given the same
+    // decoder outputs the exports are the same bytes (the next test).
+    assert.ok(scoreGap < 1e-4, `scores within ${scoreGap}`);
+    console.log(`${models}: ${identical} of ${masks} exported masks identical to the server's, scores within ${scoreGap}`);
+  } finally {
+    server.child.kill();
+  }
+}
+
+test('clicks and hover previews are decoded in the page with the default model, as the server decodes them', async () => {
+  await decodesLikeTheServer(['samserve-s']);
+});
+
+test('clicks and hover previews are decoded in the page with a SAM ViT-B-shaped decoder, as the server decodes them', async () => {
+  await decodesLikeTheServer(['sam-vit-b']);
+});
+
+/** The embedding's metadata (the frames the decoder's outputs are brought back through). */
+async function embeddingFrames(address, imageId) {
+  const bytes = Buffer.from(await (await fetch(`${address}/v1/images/${imageId}/embedding`)).arrayBuffer());
+  const meta = JSON.parse(bytes.subarray(8, 8 + Number(bytes.readBigUInt64LE(0))).toString('utf8')).__metadata__;
+  const [original, resized] = [JSON.parse(meta.original_size), JSON.parse(meta.resized_size)];
+  return { family: meta.family, original, resized, inputSize: Number(meta.input_size) };
+}
+
+test('clicks and hover previews are decoded in the page with a SAM 2 model, as the server decodes them', async () => {
+  await decodesLikeTheServer(['sam2-samexporter']);
+});
+
+test('the page turns decoder outputs into the masks and exports the server gives, byte for byte', async () => {
+  const sam2 = await startServer(binary, ['sam2-samexporter']);
+  try {
+    const prompts = [{ points: [[475.5, 365.25]], labels: [1] }, { points: [[300, 200], [310, 120]], labels: [1, 0] },
+      { box: [100, 50, 300, 250] }, { points: [[200, 150]], labels: [0], box: [90, 40, 320, 260] }];
+    for (const [address, image] of [[base, landscape], [base, join(root, 'tests', 'fixtures', 'images', 'large.jpg')],
+      [sam2.address, landscape]]) {
+      const type = image.endsWith('.png') ? 'image/png' : 'image/jpeg';
+      const upload = await (await fetch(`${address}/v1/images`, { method: 'POST', headers: { 'Content-Type': type }, body: readFileSync(image) })).json();
+      const frames = await embeddingFrames(address, upload.image_id);
+      for (const prompt of prompts) {
+        const body = { prompts: [prompt], multimask: true, output: ['rle', 'logits'] };
+        const response = await fetch(`${address}/v1/images/${upload.image_id}/segment`, { method: 'POST', body: JSON.stringify(body) });
+        for (const { logits, logits_id: _, ...server } of (await response.json()).results[0].masks) {
+          const lowRes = new Float32Array(new Uint8Array(Buffer.from(logits.data, 'base64')).buffer);
+          const [{ mask: _mask, lowRes: _lowRes, ...page }] = masksFromLogits(frames, [server.score], lowRes, logits.size, false);
+          const inServerOrder = Object.fromEntries(Object.keys(server).map((key) => [key, page[key]]));
+          assert.equal(JSON.stringify(inServerOrder), JSON.stringify(server), `${image}, ${JSON.stringify(prompt)}`);
+        }
+      }
+    }
+  } finally {
+    sam2.child.kill();
+  }
+});
+
+test('without WebAssembly the page decodes on the server and says so', async () => {
+  await context.addInitScript(() => { delete globalThis.WebAssembly; }); // as in a browser with it turned off
+  const mode = await openAt(base, { hover: false });
+  assert.equal(await mode.getAttribute('data-mode'), 'server');
+  assert.match(await mode.textContent(), /decoded on the server: this browser runs no WebAssembly/);
+  const [x, y] = await screen(475, 365);
+  const { answer } = await segmentCall(() => page.mouse.click(x, y));
+  assert.ok(await painted('mask-canvas') > 0 && answer.results[0].masks.length === 3, 'the server decoded the click');
+});
+
+test('a model whose decoder cannot run in a browser is decoded on the server, and the page says why', async () => {
+  const transformers = await startServer(binary, ['slimsam-transformers']);
+  try {
+    const mode = await openAt(transformers.address, { hover: false });
+    assert.equal(await mode.getAttribute('data-mode'), 'server');
+    assert.match(await mode.textContent(), /the decoder of slimsam-transformers cannot run in a browser/);
+    const [x, y] = await screen(475, 365);
+    await segmentCall(() => page.mouse.click(x, y));
+  } finally {
+    transformers.child.kill();
   }
 });
