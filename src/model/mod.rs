@@ -159,9 +159,13 @@ mod tests {
     /// The built-in model as the plain path runs it, and as the IoBinding path does with the CPU standing in as
     /// the device; and an image.
     fn plain_and_bound() -> (SamModel, SamModel, image::RgbImage) {
-        let runtime = Runtime::load(RuntimeOptions { device: Device::Cpu, ..RuntimeOptions::default() }).unwrap();
-        let plain = SamModel::builtin(&runtime, SessionCounts::default()).unwrap();
-        let mut bound = SamModel::builtin(&runtime, SessionCounts::default()).unwrap();
+        // One runtime for the tests that run in parallel: ONNX Runtime allows one environment per process.
+        static RUNTIME: std::sync::OnceLock<Runtime> = std::sync::OnceLock::new();
+        let runtime = RUNTIME.get_or_init(|| {
+            Runtime::load(RuntimeOptions { device: Device::Cpu, ..RuntimeOptions::default() }).unwrap()
+        });
+        let plain = SamModel::builtin(runtime, SessionCounts::default()).unwrap();
+        let mut bound = SamModel::builtin(runtime, SessionCounts::default()).unwrap();
         bound.encoder.keep_embeddings_on(Placement::Cpu);
         let image = image::RgbImage::from_fn(96, 64, |x, y| image::Rgb([(x * 2) as u8, (y * 3) as u8, 90]));
         (plain, bound, image)
