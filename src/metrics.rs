@@ -29,6 +29,8 @@ pub struct Metrics {
     pub encoder_queue_depth: IntGauge,
     pub encoder_in_flight: IntGauge,
     pub load_shed: IntCounter,
+    /// Segment-everything runs given up because their request timed out.
+    pub everything_stopped: IntCounter,
     pub embedding_cache: CacheMetrics,
     pub logits_cache: CacheMetrics,
     /// Redis operations of a replica (`--redis`) by operation and outcome (`ok`, `error`).
@@ -113,6 +115,14 @@ impl Metrics {
                 IntCounter::new(
                     "samserve_load_shed_total",
                     "requests refused with 503 because the encoder queue was full",
+                )
+                .expect("valid counter"),
+            ),
+            everything_stopped: register(
+                &registry,
+                IntCounter::new(
+                    "samserve_everything_stopped_total",
+                    "segment-everything runs stopped at their next batch because their request timed out",
                 )
                 .expect("valid counter"),
             ),

@@ -551,6 +551,25 @@ fn a_timed_out_upload_still_finishes_and_is_cached() {
 }
 
 #[test]
+fn a_timed_out_everything_stops_and_frees_its_decoder() {
+    let server = Server::start(&["--request-timeout-s", "2", "--decoder-sessions", "1"]);
+    let id = server.upload(&synthetic_png(3, 64, 48))["image_id"].as_str().unwrap().to_string();
+    // 16384 decoder runs of one point: far more than 2 s.
+    let heavy = json!({"points_per_side": 128, "points_per_batch": 1});
+    let reply = server.post_json(&format!("/v1/images/{id}/everything"), &heavy);
+    assert_eq!((reply.status, reply.error_code().as_str()), (503, "timeout"));
+    // The generator gives up at its next batch instead of running on for the dropped answer.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while server.metric("samserve_everything_stopped_total") < 1.0 {
+        assert!(std::time::Instant::now() < deadline, "the timed-out generator never stopped");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Its decoder slot (the only one) is free again.
+    let reply = server.post_json(&format!("/v1/images/{id}/segment"), &json!({"prompts": [click(30.0, 20.0)]}));
+    assert_eq!(reply.status, 200);
+}
+
+#[test]
 fn sigterm_lets_in_flight_requests_finish() {
     let server = Arc::new(Server::start_with_env(&["--shutdown-timeout-s", "120"], &[("LOG_FORMAT", "json")]));
     let id = server.upload(&fixture_image("large.jpg"))["image_id"].as_str().unwrap().to_string();

@@ -12,6 +12,7 @@ mod grid;
 mod output;
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use image::RgbImage;
 use ndarray::Axis;
@@ -165,6 +166,8 @@ pub enum AmgError {
          per prompt (exported with return_single_mask)"
     )]
     SingleMaskDecoder(String),
+    #[error("stopped before the end: the request that asked for it has ended")]
+    Stopped,
     #[error(transparent)]
     Model(#[from] ModelError),
 }
@@ -217,6 +220,17 @@ impl GeneratedMask {
 
 /// Runs the generator; masks in the official output order.
 pub fn generate(model: &SamModel, input: AmgInput, params: &AmgParams) -> Result<Vec<GeneratedMask>, AmgError> {
+    generate_unless_stopped(model, input, params, &AtomicBool::new(false))
+}
+
+/// [`generate`], which gives up with [`AmgError::Stopped`] at the next batch once `stop` is set: a request that
+/// timed out must not keep the decoder busy for seconds or minutes.
+pub fn generate_unless_stopped(
+    model: &SamModel,
+    input: AmgInput,
+    params: &AmgParams,
+    stop: &AtomicBool,
+) -> Result<Vec<GeneratedMask>, AmgError> {
     params.validate()?;
     check_model(model)?;
     let image_size = match &input {
@@ -231,7 +245,7 @@ pub fn generate(model: &SamModel, input: AmgInput, params: &AmgParams) -> Result
             AmgInput::Embedding(embedding) => Cow::Borrowed(*embedding),
             AmgInput::Image(image) => Cow::Owned(encode_crop(model, image, crop, image_size)?),
         };
-        masks.extend(process_crop(model, &embedding, crop, layer, image_size, params)?);
+        masks.extend(process_crop(model, &embedding, crop, layer, image_size, params, stop)?);
     }
     if crops.len() > 1 {
         // Across crops, prefer the masks of smaller crops.
@@ -276,12 +290,16 @@ fn process_crop(
     layer: usize,
     image_size: ImageSize,
     params: &AmgParams,
+    stop: &AtomicBool,
 ) -> Result<Vec<GeneratedMask>, AmgError> {
     let per_side = grid::points_per_side_on_layer(params.points_per_side, params.crop_n_points_downscale_factor, layer);
     let (width, height) = (crop.width() as f64, crop.height() as f64);
     let points: Vec<[f64; 2]> = grid::point_grid(per_side).into_iter().map(|[x, y]| [x * width, y * height]).collect();
     let mut masks = Vec::new();
     for batch in points.chunks(params.points_per_batch) {
+        if stop.load(Ordering::Relaxed) {
+            return Err(AmgError::Stopped);
+        }
         masks.extend(process_batch(model, embedding, batch, crop, image_size, params)?);
     }
     let boxes: Vec<BoxXyxy> = masks.iter().map(|m| m.extent).collect();

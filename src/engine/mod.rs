@@ -4,20 +4,21 @@
 //! image share one encoder run (single flight), and a bounded queue in front of a fixed number of encoder slots
 //! sheds load with [`EngineError::Overloaded`] instead of letting requests pile up. Decoding: a fixed number of
 //! decoder slots, each request's prompts decoded together. All model work runs on blocking threads, never on the
-//! async executor. An encode that was accepted runs to completion and fills the cache even if its caller leaves.
+//! async executor. An encode that was accepted runs to completion and fills the cache even if its caller leaves; a
+//! segment-everything run, whose result only its caller wants, stops when its request times out.
 
 mod cache;
 pub mod shared;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 use ndarray::Array2;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::amg::{self, AmgError, AmgInput, AmgParams, GeneratedMask};
 use crate::image_input::{ImageError, ImageLimits, decode_image};
@@ -81,6 +82,7 @@ impl From<AmgError> for EngineError {
     fn from(error: AmgError) -> Self {
         match error {
             AmgError::Model(error) => error.into(),
+            stopped @ AmgError::Stopped => Self::Inference(stopped.to_string()),
             invalid => Self::InvalidParams(invalid.to_string()),
         }
     }
@@ -469,9 +471,10 @@ impl Engine {
             prompts.push(prompt);
         }
         let model = self.model(Some(&record.model))?;
-        let _slot = self.decoder_slots.acquire().await.expect("the semaphore is never closed");
+        let slot = self.decoder_slot().await;
         let (metrics, job_record) = (Arc::clone(&self.metrics), Arc::clone(&record));
         let (mut results, decode_ms) = tokio::task::spawn_blocking(move || -> Result<_, EngineError> {
+            let _slot = slot;
             let started = Instant::now();
             let results = segment(&model, &job_record.embedding, &prompts, &options)?;
             let seconds = started.elapsed().as_secs_f64();
@@ -505,6 +508,12 @@ impl Engine {
         Ok(Segmentation { record, results, decode_ms })
     }
 
+    /// A decoder slot, for the blocking thread to hold: it stays taken until the work ends, even if the request that
+    /// started it has gone.
+    async fn decoder_slot(&self) -> OwnedSemaphorePermit {
+        Arc::clone(&self.decoder_slots).acquire_owned().await.expect("the semaphore is never closed")
+    }
+
     /// A tenant's logits named by a `logits_id`: this replica's cache, else the shared store.
     async fn find_logits(&self, tenant: &Tenant, logits_id: &str) -> Result<Arc<Array2<f32>>, EngineError> {
         let key = tenant.scope(logits_id);
@@ -531,16 +540,33 @@ impl Engine {
         params.validate()?;
         let record = self.find_record(tenant, image_id).await?;
         let model = self.model(Some(&record.model))?;
-        let _slot = self.decoder_slots.acquire().await.expect("the semaphore is never closed");
-        let job_record = Arc::clone(&record);
+        let slot = self.decoder_slot().await;
+        // Dropping this future (the request timed out) stops the generator at its next batch.
+        let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
+        let (job_record, job_stop, metrics) = (Arc::clone(&record), Arc::clone(&stop.0), Arc::clone(&self.metrics));
         let (masks, elapsed_ms) = tokio::task::spawn_blocking(move || -> Result<_, EngineError> {
+            let _slot = slot;
             let started = Instant::now();
-            let masks = amg::generate(&model, AmgInput::Embedding(&job_record.embedding), &params)?;
+            let input = AmgInput::Embedding(&job_record.embedding);
+            let masks = amg::generate_unless_stopped(&model, input, &params, &job_stop).inspect_err(|error| {
+                if matches!(error, AmgError::Stopped) {
+                    metrics.everything_stopped.inc();
+                }
+            })?;
             Ok((masks, started.elapsed().as_secs_f64() * 1e3))
         })
         .await
         .unwrap_or_else(|panic| Err(EngineError::Inference(format!("the generator thread failed: {panic}"))))?;
         Ok(Everything { record, masks, elapsed_ms })
+    }
+}
+
+/// Sets its flag when dropped: when the future holding it completes or is dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
